@@ -1,0 +1,132 @@
+"""Shared test helpers: random valid configurations and PyTorch CPU as the independent oracle."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+import transconv_jax as tc
+
+# JAX's own hypothesis settings: reproducible, no deadline, no database.
+HYPOTHESIS = settings(
+    derandomize=True, deadline=None, database=None, max_examples=25, suppress_health_check=list(HealthCheck)
+)
+
+TORCH_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One transposed convolution: shapes of `y` and `w` and PyTorch's integer arguments."""
+
+    batch: int
+    c_in: int
+    c_out_per_group: int
+    groups: int
+    spatial: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spatial)
+
+    @property
+    def y_shape(self):
+        return (self.batch, self.c_in, *self.spatial)
+
+    @property
+    def w_shape(self):
+        return (self.c_in, self.c_out_per_group, *self.kernel)
+
+    @property
+    def kwargs(self):
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+
+    def out_spatial(self):
+        return tc.conv_transpose_output_shape(
+            self.spatial, self.kernel, self.stride, self.padding, self.output_padding, self.dilation
+        )
+
+    def arrays(self, seed=0, dtype=np.float32):
+        rng = np.random.default_rng(seed)
+        y = rng.standard_normal(self.y_shape).astype(dtype)
+        w = rng.standard_normal(self.w_shape).astype(dtype)
+        return y, w
+
+
+@st.composite
+def configs(draw, ndims=(1, 2, 3), max_size=5):
+    """Valid configurations: small shapes, every option, asymmetric per-axis arguments."""
+    nd = draw(st.sampled_from(ndims))
+    axis = lambda lo, hi: tuple(draw(st.integers(lo, hi)) for _ in range(nd))  # noqa: E731
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    kernel, stride, dilation = axis(1, 4), axis(1, 3), axis(1, 3)
+    spatial = axis(1, max_size if nd < 3 else 3)
+    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    full = [(n - 1) * s + d * (k - 1) + 1 + op for n, s, d, k, op in zip(spatial, stride, dilation, kernel, output_padding)]
+    padding = tuple(draw(st.integers(0, max(0, (f - 1) // 2))) for f in full)
+    return Config(
+        batch=draw(st.integers(1, 2)),
+        c_in=groups * draw(st.integers(1, 2)),
+        c_out_per_group=draw(st.integers(1, 3)),
+        groups=groups,
+        spatial=spatial,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
+
+
+def torch_conv_transpose(y, w, cfg: Config, cotangent=None):
+    """PyTorch's output, and with a cotangent also its gradients with respect to `y` and `w`."""
+    ty = torch.tensor(np.asarray(y), requires_grad=True)
+    tw = torch.tensor(np.asarray(w), requires_grad=True)
+    out = TORCH_CONV_T[cfg.ndim](ty, tw, **cfg.kwargs)
+    if cotangent is None:
+        return out.detach().numpy()
+    out.backward(torch.tensor(np.asarray(cotangent)))
+    return out.detach().numpy(), ty.grad.numpy(), tw.grad.numpy()
+
+
+def assert_close(actual, expected, rtol=1e-5, err_msg=""):
+    """Float32 agreement: relative to the largest magnitude of the expected array."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape, err_msg)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
+
+
+def check_against_torch(cfg: Config, method: str, seed: int = 0, grads: bool = True):
+    """`conv_transpose(method=...)` under `jax.jit` equals PyTorch in value and, optionally, gradients."""
+    y, w = cfg.arrays(seed)
+    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method=method))
+    if not grads:
+        assert_close(f(y, w), torch_conv_transpose(y, w, cfg), err_msg=f"{method} {cfg}")
+        return
+    cot = np.random.default_rng(seed + 1).standard_normal((cfg.batch, cfg.c_out_per_group * cfg.groups, *cfg.out_spatial()))
+    cot = cot.astype(np.float32)
+    out, vjp = jax.vjp(f, jnp.asarray(y), jnp.asarray(w))
+    gy, gw = jax.jit(vjp)(jnp.asarray(cot))
+    ref, ref_gy, ref_gw = torch_conv_transpose(y, w, cfg, cot)
+    for name, a, b in (("value", out, ref), ("grad y", gy, ref_gy), ("grad w", gw, ref_gw)):
+        assert_close(a, b, err_msg=f"{name} of method={method} {cfg}")

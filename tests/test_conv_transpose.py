@@ -1,0 +1,139 @@
+"""conv and conv_transpose (the vjp form and method='auto') against PyTorch, jax.lax and the adjoint identity."""
+
+import jax
+import jax.test_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from oracle import HYPOTHESIS, TORCH_CONV, Config, assert_close, check_against_torch, configs, torch_conv_transpose
+
+import transconv_jax as tc
+
+GRID = [
+    # batch, c_in, c_out/g, groups, spatial, kernel, stride, padding, output_padding, dilation
+    Config(1, 1, 1, 1, (2, 2), (2, 2), (1, 1), (0, 0), (0, 0), (1, 1)),
+    Config(2, 3, 2, 1, (5,), (3,), (2,), (1,), (1,), (1,)),
+    Config(2, 4, 3, 2, (4, 5), (3, 2), (2, 3), (1, 0), (1, 2), (1, 1)),
+    Config(1, 6, 1, 6, (3, 4), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),  # depthwise
+    Config(1, 2, 2, 1, (3, 3), (3, 3), (1, 1), (2, 2), (0, 0), (2, 2)),  # stride 1, dilated
+    Config(1, 1, 1, 1, (2, 3), (4, 2), (3, 2), (1, 1), (0, 0), (2, 1)),  # the XLA:CPU abort case
+    Config(1, 1, 1, 1, (3,), (2,), (1,), (0,), (1,), (3,)),  # output_padding >= stride (< dilation)
+    Config(1, 2, 2, 2, (2, 3, 2), (2, 3, 2), (2, 1, 3), (0, 1, 1), (1, 0, 2), (1, 2, 1)),
+    Config(2, 3, 2, 1, (3, 3, 3), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3-D U-Net
+    Config(1, 2, 3, 1, (4,), (16,), (8,), (4,), (0,), (1,)),  # vocoder-like
+]
+
+
+@pytest.mark.parametrize("cfg", GRID, ids=str)
+@pytest.mark.parametrize("method", ["vjp", "auto"])
+def test_grid_matches_torch(cfg, method):
+    check_against_torch(cfg, method)
+
+
+@HYPOTHESIS
+@given(configs())
+def test_random_configs_match_torch(cfg):
+    check_against_torch(cfg, "vjp")
+
+
+@HYPOTHESIS
+@given(configs())
+def test_conv_matches_torch(cfg):
+    x_shape = (cfg.batch, cfg.c_out_per_group * cfg.groups, *cfg.out_spatial())
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(cfg.w_shape).astype(np.float32)  # as a conv weight: (C_out, C_in // g, *k)
+    out = jax.jit(lambda x, w: tc.conv(x, w, cfg.stride, cfg.padding, cfg.dilation, cfg.groups))(x, w)
+    ref = TORCH_CONV[cfg.ndim](torch.tensor(x), torch.tensor(w), None, cfg.stride, cfg.padding, cfg.dilation, cfg.groups)
+    assert_close(out, ref.numpy())
+
+
+@HYPOTHESIS
+@given(configs())
+def test_adjoint_identity(cfg):
+    """<conv(x), y> == <x, conv_transpose(y)>, with the conv cropped where output_padding reaches past it."""
+    y, w = cfg.arrays(2)
+    x = np.random.default_rng(3).standard_normal((cfg.batch, cfg.c_out_per_group * cfg.groups, *cfg.out_spatial()))
+    x = jnp.asarray(x, jnp.float32)
+    z = tc.conv_transpose(y, w, **cfg.kwargs)
+    # The conv's input reaches only so far: where output_padding exceeds padding, crop x's end first.
+    crop = tuple(slice(0, n - max(op - p, 0)) for n, p, op in zip(x.shape[2:], cfg.padding, cfg.output_padding))
+    pads = [(p, max(p - op, 0)) for p, op in zip(cfg.padding, cfg.output_padding)]
+    cx = tc.conv(x[(..., *crop)], w, cfg.stride, pads, cfg.dilation, cfg.groups)
+    lhs, rhs = jnp.vdot(cx, y), jnp.vdot(x, z)
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-4, atol=1e-4 * float(jnp.abs(cx).sum() * jnp.abs(y).max()))
+
+
+def test_tutorial_examples():
+    x = jnp.array([[[[0.0, 1.0], [2.0, 3.0]]]])
+    np.testing.assert_array_equal(tc.conv_transpose(x, x)[0, 0], [[0, 0, 1], [0, 4, 6], [4, 12, 9]])
+    np.testing.assert_array_equal(tc.conv_transpose(x, x, padding=1)[0, 0], [[4]])
+    expected = [[0, 0, 0, 1], [0, 0, 2, 3], [0, 2, 0, 3], [4, 6, 6, 9]]
+    np.testing.assert_array_equal(tc.conv_transpose(x, x, stride=2)[0, 0], expected)
+    x = jnp.ones((1, 10, 16, 16))
+    w = jnp.ones((20, 10, 5, 5))
+    assert tc.conv_transpose(tc.conv(x, w, 3, 2), w, 3, 2).shape == x.shape
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("stride,kernel,dilation", [(1, 3, 1), (2, 3, 1), (2, 4, 1), (3, 2, 1), (2, 3, 2), (4, 1, 1)])
+def test_string_padding_matches_lax(padding, stride, kernel, dilation):
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(rng.standard_normal((2, 5, 6, 3)), jnp.float32)  # NHWC
+    w = jnp.asarray(rng.standard_normal((kernel, kernel + 1, 3, 4)), jnp.float32)  # HWIO
+    dn = ("NHWC", "HWIO", "NHWC")
+    # lax with transpose_kernel=True takes the forward conv's kernel: its O is our I.
+    ref = jax.lax.conv_transpose(y, jnp.swapaxes(w, 2, 3), (stride, stride), padding, rhs_dilation=(dilation, dilation),
+                                 dimension_numbers=dn, transpose_kernel=True)
+    out = tc.conv_transpose(y, w, stride, padding, dilation=dilation, dimension_numbers=dn)
+    assert_close(out, ref)
+
+
+@pytest.mark.parametrize("dn", [("NHWC", "HWIO", "NHWC"), ("NCHW", "OIHW", "NHWC"), ("NHWC", "IOHW", "NCHW")])
+def test_dimension_numbers(dn):
+    cfg = Config(2, 4, 3, 2, (4, 5), (3, 2), (2, 3), (1, 0), (1, 2), (1, 1))
+    y, w = cfg.arrays()
+    ref = torch_conv_transpose(y, w, cfg)  # NCHW, IOHW
+    perm = lambda spec, canon: tuple(canon.index(c) for c in spec)  # noqa: E731
+    y_l = y.transpose(perm(dn[0], "NCHW"))
+    w_l = w.transpose(perm(dn[1], "IOHW"))
+    out = tc.conv_transpose(y_l, w_l, **cfg.kwargs, dimension_numbers=dn)
+    assert_close(out, ref.transpose(perm(dn[2], "NCHW")))
+
+
+def test_output_shape_picks_output_padding():
+    """The U-Net case: a stride-2 conv maps both 17 and 18 to 9; output_shape says which one we want."""
+    y, w = jnp.ones((1, 2, 9, 9)), jnp.ones((2, 3, 3, 3))
+    for size in (17, 18):
+        x = jnp.ones((1, 3, size, size))
+        assert tc.conv(x, jnp.ones((2, 3, 3, 3)), 2, 1).shape[2:] == (9, 9)
+        assert tc.conv_transpose(y, w, 2, 1, output_shape=(size, size)).shape == (1, 3, size, size)
+    assert tc.conv_transpose(y, w, 2, 1, output_shape=(17, 18)).shape == (1, 3, 17, 18)
+
+
+def test_shape_helpers_agree_with_eval_shape():
+    for cfg in GRID:
+        shape = jax.eval_shape(lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs), *cfg.arrays()).shape
+        assert shape[2:] == cfg.out_spatial()
+        x_shape = (1, cfg.c_out_per_group * cfg.groups, *shape[2:])
+        conv_shape = jax.eval_shape(lambda x, w: tc.conv(x, w, cfg.stride, cfg.padding, cfg.dilation, cfg.groups),
+                                    jnp.ones(x_shape), jnp.ones(cfg.w_shape)).shape
+        assert conv_shape[2:] == tc.conv_output_shape(shape[2:], cfg.kernel, cfg.stride, cfg.padding, cfg.dilation)
+
+
+def test_transformations():
+    cfg = GRID[2]
+    y, w = map(jnp.asarray, cfg.arrays())
+    f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs)  # noqa: E731
+    batched = jax.vmap(lambda y: f(y[None], w)[0])(y)
+    assert_close(batched, f(y, w))
+    jax.test_util.check_grads(f, (y, w), order=2, modes=("fwd", "rev"), atol=1e-2, rtol=1e-2)
+    _, tangent = jax.jvp(f, (y, w), (y, jnp.zeros_like(w)))
+    assert_close(tangent, f(y, w))  # linear in y
+
+
+def test_accepts_numpy_and_lists():
+    out = tc.conv_transpose(np.ones((1, 1, 2), np.float32), np.ones((1, 1, 2), np.float32))
+    np.testing.assert_array_equal(out, [[[1, 2, 1]]])

@@ -1,0 +1,122 @@
+"""`conv_transpose`: check the arguments once, pick a form (`method=`), run it under `jax.jit`."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+from jax.typing import ArrayLike
+
+from ._conv import _as_array
+from ._matmul import conv_transpose_matmul_form
+from ._scatter import conv_transpose_scatter_form
+from ._spec import Layout, Spec, check_method, conv_transpose_spec, from_canonical, to_canonical
+from ._subpixel import conv_transpose_subpixel_form
+from ._vjp import conv_transpose_vjp_form
+
+FORMS = {
+    "vjp": conv_transpose_vjp_form,
+    "matmul": conv_transpose_matmul_form,
+    "scatter": conv_transpose_scatter_form,
+    "subpixel": conv_transpose_subpixel_form,
+}
+
+
+def conv_transpose(
+    y: ArrayLike,
+    w: ArrayLike,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    output_shape=None,
+    method: str = "auto",
+    dimension_numbers=None,
+    precision=None,
+) -> jax.Array:
+    """Transposed convolution with PyTorch's numbers (`torch.nn.functional.conv_transpose{1,2,3}d`).
+
+    It is the adjoint of `conv(., w, stride, padding, dilation, groups)`: for every `x` and `y`,
+    `<conv(x, w), y> == <x, conv_transpose(y, w)>`. Each input element, times the kernel, is
+    added into the output at `stride` spacing; `padding` then crops the output.
+
+    Note that the conventions are PyTorch's, not those of `jax.lax.conv_transpose` or Flax's
+    `ConvTranspose`: integer padding crops the output, the kernel is used as stored (never
+    flipped by the caller), and `w` is the same array as the weight of the conv it transposes.
+
+    Args:
+        y: input, `(N, C_in, *spatial)` with 1 to 3 spatial axes (or as `dimension_numbers` says).
+        w: kernel, `(C_in, C_out // groups, *kernel)`, PyTorch's ConvTranspose weight layout.
+        stride: int or one int per spatial axis.
+        padding: int or one int per axis: PyTorch's meaning (crop that many from both ends of
+            the output); a tuple of `(low, high)` pairs; or 'SAME' / 'VALID', meaning what
+            `jax.lax.conv_transpose(..., transpose_kernel=True)` gives.
+        output_padding: int or one int per axis, added to the end of the output; smaller than
+            the stride or the dilation of that axis.
+        dilation: int or one int per axis.
+        groups: number of channel groups.
+        output_shape: the wanted spatial output size; picks `output_padding` for you.
+        method: 'auto' (default), 'vjp', 'matmul', 'scatter' or 'subpixel'. All give the same
+            numbers to float tolerance; they differ in speed and memory.
+        dimension_numbers: lax layout strings such as `("NHWC", "HWIO", "NHWC")`, where `I` and
+            `O` are this transposed convolution's own input and output channels.
+        precision: passed to the underlying `jax.lax` operations.
+
+    Returns:
+        `(N, C_out, *out_spatial)` in the output layout, where per axis
+        `out = (n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> y = jnp.array([[[[0.0, 1.0], [2.0, 3.0]]]])
+        >>> conv_transpose(y, y)[0, 0]
+        Array([[ 0.,  0.,  1.],
+               [ 0.,  4.,  6.],
+               [ 4., 12.,  9.]], dtype=float32)
+    """
+    y, w = _as_array(y), _as_array(w)
+    method = check_method(method)
+    spec, layout = conv_transpose_spec(
+        y, w, stride, padding, output_padding, dilation, groups, output_shape, dimension_numbers, precision
+    )
+    if method == "auto":
+        method = auto_method(spec, _shape(y, layout.lhs), _shape(w, layout.rhs), jax.default_backend())
+    return _apply(y, w, spec, layout, method)
+
+
+def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], backend: str) -> str:
+    """The form `method='auto'` runs, from static facts only (canonical shapes, backend)."""
+    del spec, y_shape, w_shape, backend
+    return "vjp"
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _apply(y: jax.Array, w: jax.Array, spec: Spec, layout: Layout, method: str) -> jax.Array:
+    out = FORMS[method](to_canonical(y, layout.lhs), to_canonical(w, layout.rhs), spec)
+    return from_canonical(out, layout.out)
+
+
+def _shape(a, perm) -> tuple[int, ...]:
+    return tuple(int(a.shape[p]) for p in perm)
+
+
+def conv_transpose_vjp(y: ArrayLike, w: ArrayLike, *args, **kwargs) -> jax.Array:
+    """`conv_transpose(..., method="vjp")`: the linear transpose of `conv`, the defining form."""
+    return conv_transpose(y, w, *args, method="vjp", **kwargs)
+
+
+def conv_transpose_matmul(y: ArrayLike, w: ArrayLike, *args, **kwargs) -> jax.Array:
+    """`conv_transpose(..., method="matmul")`: `W.T @ y` with the conv's explicit matrix `W`."""
+    return conv_transpose(y, w, *args, method="matmul", **kwargs)
+
+
+def conv_transpose_scatter(y: ArrayLike, w: ArrayLike, *args, **kwargs) -> jax.Array:
+    """`conv_transpose(..., method="scatter")`: a GEMM, then each kernel tap added into the output."""
+    return conv_transpose(y, w, *args, method="scatter", **kwargs)
+
+
+def conv_transpose_subpixel(y: ArrayLike, w: ArrayLike, *args, **kwargs) -> jax.Array:
+    """`conv_transpose(..., method="subpixel")`: stride-1 convs of the kernel's phases, interleaved."""
+    return conv_transpose(y, w, *args, method="subpixel", **kwargs)
