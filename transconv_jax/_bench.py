@@ -1,0 +1,5 @@
+"""Benchmark suite (not implemented yet)."""
+
+
+def main(argv: list[str]) -> int:
+    raise NotImplementedError
