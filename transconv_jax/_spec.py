@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -182,8 +183,8 @@ def _rank(lhs_name, lhs, rhs_name, rhs) -> int:
 def _check_dtypes(lhs, w, lhs_name) -> None:
     for name, a in ((lhs_name, lhs), ("w", w)):
         dt = np.dtype(a.dtype)
-        if not np.issubdtype(dt, np.floating):
-            kind = "complex" if np.issubdtype(dt, np.complexfloating) else "integer or bool"
+        if not jnp.issubdtype(dt, jnp.floating):
+            kind = "complex" if jnp.issubdtype(dt, jnp.complexfloating) else "integer or bool"
             raise TypeError(
                 f"{name} has dtype {dt.name}; {kind} dtypes are not supported. "
                 f"Cast to a floating dtype first, e.g. {name}.astype(jnp.float32)."
