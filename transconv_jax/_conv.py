@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._spec import Spec, conv_spec, from_canonical, to_canonical
+from ._spec import Spec, compute_dtypes, conv_spec, from_canonical, to_canonical
 
 _NCX = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}
 
@@ -47,6 +47,7 @@ def conv(
     *,
     dimension_numbers=None,
     precision=None,
+    preferred_element_type=None,
 ) -> jax.Array:
     """Convolution with PyTorch's numbers (`torch.nn.functional.conv{1,2,3}d`).
 
@@ -62,6 +63,8 @@ def conv(
         groups: number of channel groups.
         dimension_numbers: lax layout strings, e.g. `("NHWC", "HWIO", "NHWC")`.
         precision: passed to `jax.lax.conv_general_dilated`.
+        preferred_element_type: the accumulation dtype, also the result's; by default float16 and
+            bfloat16 accumulate in float32 and the result has the input dtype.
 
     Returns:
         The convolution, `(N, C_out, *out_spatial)` in the output layout.
@@ -76,13 +79,14 @@ def conv(
     """
     x, w = _as_array(x), _as_array(w)
     spec, layout = conv_spec(x, w, stride, padding, dilation, groups, dimension_numbers, precision)
-    return _conv_jit(x, w, spec, layout)
+    return _conv_jit(x, w, spec, layout, compute_dtypes(x.dtype, preferred_element_type))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _conv_jit(x, w, spec, layout):
-    out = conv_canonical(to_canonical(x, layout.lhs), to_canonical(w, layout.rhs), spec)
-    return from_canonical(out, layout.out)
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _conv_jit(x, w, spec, layout, dtypes):
+    compute, result = dtypes
+    x, w = to_canonical(x, layout.lhs).astype(compute), to_canonical(w, layout.rhs).astype(compute)
+    return from_canonical(conv_canonical(x, w, spec).astype(result), layout.out)
 
 
 def _as_array(a):

@@ -10,7 +10,7 @@ from jax.typing import ArrayLike
 from ._conv import _as_array
 from ._matmul import conv_transpose_matmul_form
 from ._scatter import conv_transpose_scatter_form
-from ._spec import Layout, Spec, check_method, conv_transpose_spec, from_canonical, to_canonical
+from ._spec import Layout, Spec, check_method, compute_dtypes, conv_transpose_spec, from_canonical, to_canonical
 from ._subpixel import conv_transpose_subpixel_form
 from ._vjp import conv_transpose_vjp_form
 
@@ -35,6 +35,7 @@ def conv_transpose(
     method: str = "auto",
     dimension_numbers=None,
     precision=None,
+    preferred_element_type=None,
 ) -> jax.Array:
     """Transposed convolution with PyTorch's numbers (`torch.nn.functional.conv_transpose{1,2,3}d`).
 
@@ -63,6 +64,8 @@ def conv_transpose(
         dimension_numbers: lax layout strings such as `("NHWC", "HWIO", "NHWC")`, where `I` and
             `O` are this transposed convolution's own input and output channels.
         precision: passed to the underlying `jax.lax` operations.
+        preferred_element_type: the accumulation dtype, also the result's. By default float16 and
+            bfloat16 inputs accumulate in float32 and the result has the input dtype.
 
     Returns:
         `(N, C_out, *out_spatial)` in the output layout, where per axis
@@ -83,7 +86,7 @@ def conv_transpose(
     )
     if method == "auto":
         method = auto_method(spec, _shape(y, layout.lhs), _shape(w, layout.rhs), jax.default_backend())
-    return _apply(y, w, spec, layout, method)
+    return _apply(y, w, spec, layout, method, compute_dtypes(y.dtype, preferred_element_type))
 
 
 def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], backend: str) -> str:
@@ -92,10 +95,11 @@ def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], 
     return "vjp"
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _apply(y: jax.Array, w: jax.Array, spec: Spec, layout: Layout, method: str) -> jax.Array:
-    out = FORMS[method](to_canonical(y, layout.lhs), to_canonical(w, layout.rhs), spec)
-    return from_canonical(out, layout.out)
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _apply(y: jax.Array, w: jax.Array, spec: Spec, layout: Layout, method: str, dtypes) -> jax.Array:
+    compute, result = dtypes
+    y, w = to_canonical(y, layout.lhs).astype(compute), to_canonical(w, layout.rhs).astype(compute)
+    return from_canonical(FORMS[method](y, w, spec).astype(result), layout.out)
 
 
 def _shape(a, perm) -> tuple[int, ...]:

@@ -154,6 +154,25 @@ def conv_spec(x, w, stride, padding, dilation, groups, dimension_numbers, precis
     return spec, layout
 
 
+def compute_dtypes(dtype, preferred_element_type=None) -> tuple[np.dtype, np.dtype]:
+    """The dtype the forms compute in and the dtype of the result, for inputs of `dtype`.
+
+    float16 and bfloat16 inputs are computed (accumulated) in float32 and the result is cast back to
+    the input dtype, on every backend; `preferred_element_type` asks for another accumulation dtype,
+    which is then also the result's dtype (as in `jax.lax`).
+    """
+    dtype = np.dtype(dtype)
+    if preferred_element_type is None:
+        return (np.dtype(np.float32) if dtype.itemsize < 4 else dtype), dtype
+    pref = np.dtype(preferred_element_type)
+    if not jnp.issubdtype(pref, jnp.floating) or pref.itemsize < dtype.itemsize:
+        raise TypeError(
+            f"preferred_element_type={pref.name} must be a floating dtype at least as wide as the inputs' "
+            f"{dtype.name}; leave it as None to accumulate half precision in float32."
+        )
+    return pref, pref
+
+
 def check_method(method) -> str:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}. Use 'auto' unless you need a specific form.")
