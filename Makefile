@@ -21,7 +21,7 @@ demo: $(VENV)/.demo
 	$(BIN)/python -m transconv_jax demo
 
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q --nbmake tests transconv_jax notebooks
 
 bench: $(VENV)/.test
 	$(BIN)/python -m transconv_jax bench
