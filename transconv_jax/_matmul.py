@@ -1,11 +1,233 @@
-"""The matmul form of the transposed convolution (not implemented yet)."""
+"""The matrix form: a convolution is a matrix `W`, and the transposed convolution multiplies by `W.T`.
+
+`conv_matrix` builds `W` for one example by index arithmetic: every structural nonzero of `W` is
+one kernel tap meeting one input pixel, so its (row, column) and the kernel entry it holds follow
+from the output position, the tap and the channels. One scatter puts the kernel values there
+(dense), or the same indices and values make a `BCOO` (sparse). The per-axis index arithmetic is
+plain numpy on static shapes; the product over axes and channels is built in the traced graph.
+
+A memory guard runs first, on integers only: dense while the matrix fits the budget (see
+`set_matrix_budget`), else sparse while that fits, else a `ValueError` naming the sizes.
+"""
 
 from __future__ import annotations
 
-import jax
+import math
 
-from ._spec import Spec
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse as jsparse
+from jax.typing import ArrayLike
+
+from ._conv import _as_array
+from ._spec import Spec, _int_tuple, conv_spatial, conv_spec, transpose_spatial
+
+DEFAULT_MATRIX_BUDGET = 256 * 2**20
+"""The default budget, in bytes, for one explicit matrix: 256 MiB."""
+
+_budget = DEFAULT_MATRIX_BUDGET
+_INDEX_BYTES = 2 * 4  # a sparse entry's (row, column), int32
+
+
+def set_matrix_budget(nbytes: int | None) -> int:
+    """Set the memory budget for the explicit matrix of `conv_matrix` and `method="matmul"`.
+
+    A dense matrix takes `rows * cols * itemsize` bytes, a sparse one `nnz * (itemsize + 8)`.
+    `method="matmul"` uses dense while it fits, else sparse while it fits, else refuses. The
+    budget is read when a function is traced, so this also clears JAX's compilation caches:
+    functions compiled under the old budget are traced again.
+
+    Args:
+        nbytes: the budget in bytes, or None for `DEFAULT_MATRIX_BUDGET` (256 MiB).
+
+    Returns:
+        The previous budget, to restore it later.
+
+    Example:
+        >>> old = set_matrix_budget(2**30)
+        >>> set_matrix_budget(old)
+        1073741824
+    """
+    global _budget
+    nbytes = DEFAULT_MATRIX_BUDGET if nbytes is None else _int_tuple("nbytes", nbytes, 1, minimum=0)[0]
+    old, _budget = _budget, nbytes
+    jax.clear_caches()
+    return old
+
+
+def conv_matrix(
+    w: ArrayLike, input_shape, stride=1, padding=0, dilation=1, groups: int = 1, *, sparse: bool = False
+) -> jax.Array | jsparse.BCOO:
+    """The matrix `W` of `conv` for one example: `conv(x)[i].ravel() == W @ x[i].ravel()`.
+
+    Row `(o, *p)` of `W` is output channel `o` at output position `p`; column `(c, *q)` is input
+    channel `c` at input position `q`; the entry is `w[o, c % (C_in // groups), *t]` where
+    `q = p * stride - padding_low + t * dilation`, for `c` in the group of `o`, else 0. The
+    transposed convolution with the same arguments is `W.T`.
+
+    Args:
+        w: conv kernel, `(C_out, C_in // groups, *kernel)` with 1 to 3 spatial axes.
+        input_shape: `(C_in, *spatial)`, the shape of one example `x[i]` of the conv input.
+        stride: int or one int per spatial axis.
+        padding: as for `conv`: PyTorch's ints, `(low, high)` pairs, or 'SAME' / 'VALID'.
+        dilation: int or one int per axis.
+        groups: number of channel groups.
+        sparse: return a `jax.experimental.sparse.BCOO` holding exactly the structural nonzeros.
+
+    Returns:
+        `(C_out * prod(out_spatial), C_in * prod(spatial))`, dense or BCOO. Raises `ValueError`
+        before allocating if it exceeds the budget of `set_matrix_budget`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> conv_matrix(jnp.array([[[[1.0, 2.0], [3.0, 4.0]]]]), (1, 3, 3))
+        Array([[1., 2., 0., 3., 4., 0., 0., 0., 0.],
+               [0., 1., 2., 0., 3., 4., 0., 0., 0.],
+               [0., 0., 0., 1., 2., 0., 3., 4., 0.],
+               [0., 0., 0., 0., 1., 2., 0., 3., 4.]], dtype=float32)
+    """
+    w = _as_array(w)
+    spec, input_shape = _conv_matrix_spec(w, input_shape, stride, padding, dilation, groups)
+    kind = "sparse" if sparse else "dense"
+    _guard(w.shape, input_shape, spec, w.dtype, (kind,), f"conv_matrix(sparse={sparse})")
+    return _matrix(w, input_shape, spec, kind)
 
 
 def conv_transpose_matmul_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
-    raise NotImplementedError("method='matmul' is not implemented yet")
+    """`W.T @ y` for the whole batch as one matmul, `W` the matrix of the conv this transposes.
+
+    `w` `(C_in, C_out // groups, *kernel)` read as a conv kernel maps `C_out` channels on the
+    transposed output's grid to the `C_in` channels of `y`: `W` is that conv's matrix, with the
+    negative high padding of `output_padding` cropping the conv's input. Dense if it fits the
+    budget (`set_matrix_budget`), else sparse (`BCOO`), else a `ValueError` at trace time.
+    `spec.precision` reaches the dense matmul; the sparse product takes none.
+
+    A NaN or inf in `y` spreads differently here: the dense product sums `0 * y` over every
+    structural zero of a column, and `0 * NaN = NaN`, so one NaN in an example makes that whole
+    example's output NaN; the sparse product and the other forms touch only its receptive field.
+    """
+    in_shape = (w.shape[1] * spec.groups, *transpose_spatial(y.shape[2:], w.shape[2:], spec))
+    kind = _guard(w.shape, in_shape, spec, w.dtype, ("dense", "sparse"), "method='matmul'")
+    mat = _matrix(w, in_shape, spec, kind)
+    flat = y.reshape(y.shape[0], math.prod(y.shape[1:]))
+    if kind == "dense":
+        out = jnp.matmul(flat, mat, precision=spec.precision)
+    else:
+        out = jsparse.bcoo_dot_general(flat, mat, dimension_numbers=(((1,), (0,)), ((), ())))
+    return out.reshape(y.shape[0], *in_shape)
+
+
+# ------------------------------------------------------------------------------ the guard
+
+
+def matrix_sizes(w_shape, input_shape, spec: Spec, dtype) -> tuple[int, int, int, int]:
+    """`(rows, cols, dense_bytes, sparse_bytes)` of the conv matrix, from integers only."""
+    c_out, c_in_g, *kernel = w_shape
+    out_spatial = conv_spatial(input_shape[1:], kernel, spec)
+    rows, cols = c_out * math.prod(out_spatial), math.prod(input_shape)
+    nnz = c_out * c_in_g * math.prod(_axis_count(*a) for a in _axes(input_shape, kernel, spec))
+    itemsize = np.dtype(dtype).itemsize
+    return rows, cols, rows * cols * itemsize, nnz * (itemsize + _INDEX_BYTES)
+
+
+def _guard(w_shape, input_shape, spec, dtype, kinds, who) -> str:
+    """The first of `kinds` whose matrix fits the budget, or a ValueError that names the sizes."""
+    rows, cols, dense, sparse = matrix_sizes(w_shape, input_shape, spec, dtype)
+    size = {"dense": dense, "sparse": sparse}
+    if max(rows, cols) < 2**31:
+        for kind in kinds:
+            if size[kind] <= _budget:
+                return kind
+    limit = "the matrix budget of " + _mib(_budget) + (" or the int32 index range" if max(rows, cols) >= 2**31 else "")
+    alternative = "" if "sparse" in kinds else " or pass sparse=True"
+    raise ValueError(
+        f"{who}: the conv matrix is {rows} x {cols}: {_mib(dense)} dense, {_mib(sparse)} sparse (BCOO), over "
+        f"{limit}. Use method='vjp' (or 'scatter' / 'subpixel'), which never builds the matrix, or raise the budget "
+        f"with transconv_jax.set_matrix_budget(nbytes){alternative}."
+    )
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.6g} MiB"
+
+
+def _axes(input_shape, kernel, spec):
+    """Per spatial axis: `(n_in, n_out, k, stride, dilation, low padding)`."""
+    out_spatial = conv_spatial(input_shape[1:], kernel, spec)
+    return zip(
+        input_shape[1:], out_spatial, kernel, spec.stride, spec.dilation, (lo for lo, _ in spec.padding), strict=True
+    )
+
+
+def _axis_count(n_in, n_out, k, s, d, lo) -> int:
+    """How many (output position, tap) pairs of one axis land inside the input, in O(k)."""
+    first = (-(lo - np.arange(k) * d) // s) * -1  # ceil((lo - t d) / s): the first p with q >= 0
+    last = (n_in - 1 + lo - np.arange(k) * d) // s  # the last p with q <= n_in - 1
+    return int(np.maximum(np.minimum(last, n_out - 1) - np.maximum(first, 0) + 1, 0).sum())
+
+
+def _axis_taps(n_in, n_out, k, s, d, lo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (output position, tap, input position) of every pair of one axis inside the input."""
+    p, t = np.meshgrid(np.arange(n_out), np.arange(k), indexing="ij")
+    q = p * s - lo + t * d
+    inside = (q >= 0) & (q < n_in)
+    return p[inside], t[inside], q[inside]
+
+
+# ----------------------------------------------------------------------------- the matrix
+
+
+def _entries(w_shape, input_shape, spec: Spec) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Row, column and flat kernel index of every structural nonzero, as flat int32 arrays.
+
+    The axes are (C_out, C_in // groups, pairs of axis 1, ..., pairs of axis D); each index is
+    a sum of per-axis terms, broadcast over the others.
+    """
+    c_out, c_in_g, *kernel = w_shape
+    out_spatial = conv_spatial(input_shape[1:], kernel, spec)
+    o, c = np.arange(c_out), np.arange(c_in_g)
+    group_col = (o // (c_out // spec.groups)) * c_in_g
+    q_in, q_out, q_k = math.prod(input_shape[1:]), math.prod(out_spatial), math.prod(kernel)
+    terms = [(o * q_out, group_col * q_in, o * c_in_g * q_k), (0 * c, c * q_in, c * q_k)]
+    for axis, (p, t, q) in enumerate(_axis_taps(*a) for a in _axes(input_shape, kernel, spec)):
+        terms.append((p * _stride(out_spatial, axis), q * _stride(input_shape[1:], axis), t * _stride(kernel, axis)))
+    return tuple(_broadcast_sum([term[i] for term in terms]) for i in range(3))
+
+
+def _stride(shape, axis) -> int:
+    """The C-order stride of `axis` in an array of `shape`."""
+    return math.prod(shape[axis + 1 :])
+
+
+def _broadcast_sum(parts) -> jax.Array:
+    """Sum 1-D arrays, the i-th along axis i of an outer product, flattened (int32)."""
+    total = jnp.zeros((1,) * len(parts), jnp.int32)
+    for i, part in enumerate(parts):
+        shape = [1] * len(parts)
+        shape[i] = len(part)
+        total = total + jnp.asarray(part, jnp.int32).reshape(shape)
+    return total.reshape(-1)
+
+
+def _matrix(w: jax.Array, input_shape, spec: Spec, kind: str) -> jax.Array | jsparse.BCOO:
+    """The conv matrix, dense (one scatter of the kernel values) or BCOO; grads flow to `w`."""
+    rows, cols, _, _ = matrix_sizes(w.shape, input_shape, spec, w.dtype)
+    row, col, tap = _entries(w.shape, input_shape, spec)
+    values = w.reshape(-1)[tap]
+    if kind == "sparse":
+        return jsparse.BCOO((values, jnp.stack([row, col], axis=1)), shape=(rows, cols), unique_indices=True)
+    return jnp.zeros((rows, cols), w.dtype).at[row, col].set(values, unique_indices=True)
+
+
+def _conv_matrix_spec(w, input_shape, stride, padding, dilation, groups) -> tuple[Spec, tuple[int, ...]]:
+    """Check `conv_matrix`'s arguments with `conv`'s own checks, on a one-example input."""
+    input_shape = _int_tuple("input_shape", input_shape, None, minimum=1)
+    if not 2 <= len(input_shape) <= 4 or len(input_shape) + 1 != getattr(w, "ndim", -1):
+        raise ValueError(
+            f"input_shape={input_shape} must be (C_in, *spatial) with 1 to 3 spatial axes, one per kernel axis of "
+            f"w (shape {tuple(getattr(w, 'shape', ()))}, i.e. (C_out, C_in // groups, *kernel)): no batch axis."
+        )
+    x = jax.ShapeDtypeStruct((1, *input_shape), w.dtype)
+    spec, _ = conv_spec(x, w, stride, padding, dilation, groups, None, None)
+    return spec, input_shape
