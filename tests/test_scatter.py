@@ -1,0 +1,172 @@
+"""method='scatter' (GEMM + col2im) against PyTorch, the vjp form and the adjoint facts it must keep."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import jax.test_util
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, configs, torch_conv_transpose
+
+import transconv_jax as tc
+from transconv_jax._scatter import conv_transpose_scatter_form
+from transconv_jax._spec import conv_transpose_spec
+
+GRID = [
+    # batch, c_in, c_out/g, groups, spatial, kernel, stride, padding, output_padding, dilation
+    Config(1, 1, 1, 1, (2, 2), (2, 2), (1, 1), (0, 0), (0, 0), (1, 1)),
+    Config(2, 3, 2, 1, (5,), (3,), (2,), (1,), (1,), (1,)),
+    Config(2, 4, 3, 2, (4, 5), (3, 2), (2, 3), (1, 0), (1, 2), (1, 1)),
+    Config(1, 6, 1, 6, (3, 4), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),  # depthwise
+    Config(1, 2, 2, 1, (3, 3), (3, 3), (1, 1), (2, 2), (0, 0), (2, 2)),  # stride 1, dilated
+    Config(1, 1, 1, 1, (2, 3), (4, 2), (3, 2), (1, 1), (0, 0), (2, 1)),  # strided and dilated (the XLA:CPU abort case)
+    Config(1, 1, 1, 1, (3,), (2,), (1,), (0,), (1,), (3,)),  # output_padding >= stride (< dilation)
+    Config(1, 2, 2, 2, (2, 3, 2), (2, 3, 2), (2, 1, 3), (0, 1, 1), (1, 0, 2), (1, 2, 1)),
+    Config(2, 3, 2, 1, (3, 3, 3), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3-D U-Net
+    Config(1, 2, 3, 1, (4,), (16,), (8,), (4,), (0,), (1,)),  # vocoder-like
+    Config(1, 2, 2, 1, (3,), (5,), (1,), (3,), (0,), (1,)),  # tap 0 is cropped away entirely
+    Config(2, 2, 1, 1, (3, 2), (1, 2), (3, 4), (0, 0), (2, 3), (1, 1)),  # kernel < stride: some phases get no tap
+    Config(1, 3, 2, 3, (2, 2), (3, 2), (2, 3), (2, 0), (1, 2), (3, 2)),  # groups, stride and dilation together
+]
+
+
+@pytest.mark.parametrize("cfg", GRID, ids=str)
+def test_grid_matches_torch(cfg):
+    check_against_torch(cfg, "scatter")
+
+
+@HYPOTHESIS
+@given(configs())
+def test_random_configs_match_torch(cfg):
+    check_against_torch(cfg, "scatter", seed=7)
+
+
+@settings(HYPOTHESIS, max_examples=8)
+@given(configs())
+def test_random_configs_match_vjp_form(cfg):
+    """Value and both gradients equal those of the defining form, for one random cotangent."""
+    y, w = map(jnp.asarray, cfg.arrays(3))
+    cot = jnp.asarray(
+        np.random.default_rng(4).standard_normal((cfg.batch, cfg.c_out_per_group * cfg.groups, *cfg.out_spatial())),
+        jnp.float32,
+    )
+    results = {}
+    for method in ("scatter", "vjp"):
+        out, vjp = jax.vjp(jax.jit(lambda y, w, m=method: tc.conv_transpose(y, w, **cfg.kwargs, method=m)), y, w)
+        results[method] = (out, *vjp(cot))
+    for name, a, b in zip(("value", "grad y", "grad w"), results["scatter"], results["vjp"], strict=True):
+        assert_close(a, b, err_msg=f"{name} {cfg}")
+
+
+@pytest.mark.parametrize("cfg", [GRID[2], GRID[7]], ids=str)
+def test_loops_over_taps_only(cfg):
+    """One dot_general, one pad per kernel tap, no convolution: the same program for any batch and spatial size."""
+    counts = []
+    for scale in (1, 3):
+        y = jnp.ones((cfg.batch * scale, cfg.c_in, *(n * scale for n in cfg.spatial)))
+        spec, _ = conv_transpose_spec(
+            y,
+            jnp.ones(cfg.w_shape),
+            cfg.stride,
+            cfg.padding,
+            cfg.output_padding,
+            cfg.dilation,
+            cfg.groups,
+            None,
+            None,
+            None,
+        )
+        jaxpr = jax.make_jaxpr(lambda y, w, spec=spec: conv_transpose_scatter_form(y, w, spec))(
+            y, jnp.ones(cfg.w_shape)
+        )
+        names = [e.primitive.name for e in jaxpr.jaxpr.eqns]
+        counts.append((names.count("dot_general"), names.count("pad"), names.count("conv_general_dilated")))
+    assert counts[0] == counts[1] == (1, math.prod(cfg.kernel), 0)
+
+
+def test_tutorial_picture():
+    """Each input element paints the kernel, scaled, into the output at stride spacing; overlaps add."""
+    y = jnp.array([[[[0.0, 1.0], [2.0, 3.0]]]])
+    expected = [[0, 0, 0, 1], [0, 0, 2, 3], [0, 2, 0, 3], [4, 6, 6, 9]]
+    np.testing.assert_array_equal(tc.conv_transpose_scatter(y, y, stride=2)[0, 0], expected)
+    np.testing.assert_array_equal(tc.conv_transpose_scatter(y, y)[0, 0], [[0, 0, 1], [0, 4, 6], [4, 12, 9]])
+    np.testing.assert_array_equal(tc.conv_transpose_scatter(y, y, padding=1)[0, 0], [[4]])
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("stride,kernel,dilation", [(2, 3, 1), (3, 2, 1), (2, 3, 2)])
+def test_string_padding_and_layout_match_vjp(padding, stride, kernel, dilation):
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(rng.standard_normal((2, 5, 6, 3)), jnp.float32)  # NHWC
+    w = jnp.asarray(rng.standard_normal((kernel, kernel + 1, 3, 4)), jnp.float32)  # HWIO
+    kw = dict(stride=stride, padding=padding, dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert_close(tc.conv_transpose(y, w, **kw, method="scatter"), tc.conv_transpose(y, w, **kw, method="vjp"))
+
+
+@pytest.mark.parametrize("dn", [("NCHW", "OIHW", "NHWC"), ("NHWC", "IOHW", "NCHW")])
+def test_dimension_numbers_match_torch(dn):
+    cfg = GRID[2]
+    y, w = cfg.arrays()
+    perm = lambda spec, canon: tuple(canon.index(c) for c in spec)  # noqa: E731
+    out = tc.conv_transpose(
+        y.transpose(perm(dn[0], "NCHW")),
+        w.transpose(perm(dn[1], "IOHW")),
+        **cfg.kwargs,
+        dimension_numbers=dn,
+        method="scatter",
+    )
+    assert_close(out, torch_conv_transpose(y, w, cfg).transpose(perm(dn[2], "NCHW")))
+
+
+def test_transformations():
+    cfg = GRID[2]
+    y, w = map(jnp.asarray, cfg.arrays())
+    f = lambda y, w: tc.conv_transpose_scatter(y, w, **cfg.kwargs)  # noqa: E731
+    assert_close(jax.vmap(lambda y: f(y[None], w)[0])(y), f(y, w))
+    assert_close(jax.vmap(f, in_axes=(None, 0))(y, jnp.stack([w, 2 * w])), jnp.stack([f(y, w), f(y, 2 * w)]))
+    jax.test_util.check_grads(f, (y, w), order=2, modes=("fwd", "rev"), atol=1e-2, rtol=1e-2)
+    _, tangent = jax.jvp(f, (y, w), (y, jnp.zeros_like(w)))
+    assert_close(tangent, f(y, w))  # linear in y
+
+
+def test_adjoint_identity():
+    """<conv(x), y> == <x, scatter(y)> on a config without output_padding (no crop of the conv's input)."""
+    cfg = GRID[5]
+    y, w = cfg.arrays(5)
+    x = jnp.asarray(np.random.default_rng(6).standard_normal((1, 1, *cfg.out_spatial())), jnp.float32)
+    lhs = jnp.vdot(tc.conv(x, w, cfg.stride, cfg.padding, cfg.dilation, cfg.groups), y)
+    rhs = jnp.vdot(x, tc.conv_transpose_scatter(y, w, **cfg.kwargs))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
+
+
+def test_empty_batch_and_half_precision():
+    w = jnp.ones((4, 3, 3, 3))
+    assert tc.conv_transpose_scatter(np.ones((0, 4, 5, 5), np.float32), w, stride=2).shape == (0, 3, 11, 11)
+    y, w = map(jnp.asarray, GRID[2].arrays())
+    out = tc.conv_transpose_scatter(y.astype(jnp.bfloat16), w.astype(jnp.bfloat16), **GRID[2].kwargs)
+    assert out.dtype == jnp.bfloat16
+    ref = tc.conv_transpose_vjp(y.astype(jnp.bfloat16), w.astype(jnp.bfloat16), **GRID[2].kwargs)
+    assert_close(out.astype(jnp.float32), ref.astype(jnp.float32), rtol=1e-2)
+
+
+BAD = [
+    ({"groups": 3}, ValueError, r"groups=3 must divide the 4 input channels"),
+    ({"stride": 2, "output_padding": 2}, ValueError, r"output_padding=2 must be smaller than the stride"),
+    ({"padding": 4}, ValueError, r"output would have spatial shape \(-1, -1\)"),
+    ({"dilation": (1, 0)}, ValueError, r"dilation=\(1, 0\): every entry must be >= 1"),
+    ({"padding": "FULL"}, ValueError, r"padding='FULL' must be an int, a tuple of ints, 'SAME' or 'VALID'"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,match", BAD, ids=str)
+def test_bad_arguments_rejected_before_the_form(kwargs, exc, match):
+    y, w = jnp.ones((1, 4, 5, 5)), jnp.ones((4, 3, 3, 3))
+    with pytest.raises(exc, match=match):
+        jax.eval_shape(lambda y, w: tc.conv_transpose_scatter(y, w, **kwargs), y, w)
+
+
+def test_bad_dtype_rejected():
+    with pytest.raises(TypeError, match=r"y has dtype int32; integer or bool dtypes"):
+        tc.conv_transpose_scatter(jnp.ones((1, 4, 5, 5), jnp.int32), jnp.ones((4, 3, 3, 3)))
