@@ -107,8 +107,14 @@ def conv_transpose_matmul_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Ar
     structural zero of a column, and `0 * NaN = NaN`, so one NaN in an example makes that whole
     example's output NaN; the sparse product and the other forms touch only its receptive field.
     """
-    in_shape = (w.shape[1] * spec.groups, *transpose_spatial(y.shape[2:], w.shape[2:], spec))
+    in_shape = _transposed_grid(y.shape, w.shape, spec)
     kind = _guard(w.shape, in_shape, spec, w.dtype, ("dense", "sparse"), "method='matmul'")
+    return transpose_product(y, w, spec, kind)
+
+
+def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.Array:
+    """`W.T @ y` with `W` built `kind` = 'dense' or 'sparse', unguarded: the form's body (and the benchmark's)."""
+    in_shape = _transposed_grid(y.shape, w.shape, spec)
     mat = _matrix(w, in_shape, spec, kind)
     flat = y.reshape(y.shape[0], math.prod(y.shape[1:]))
     if kind == "dense":
@@ -116,6 +122,11 @@ def conv_transpose_matmul_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Ar
     else:
         out = jsparse.bcoo_dot_general(flat, mat, dimension_numbers=(((1,), (0,)), ((), ())))
     return out.reshape(y.shape[0], *in_shape)
+
+
+def _transposed_grid(y_shape, w_shape, spec: Spec) -> tuple[int, ...]:
+    """`(C_out, *out_spatial)` of the transposed conv: the one-example input of the conv it transposes."""
+    return (w_shape[1] * spec.groups, *transpose_spatial(y_shape[2:], w_shape[2:], spec))
 
 
 # ------------------------------------------------------------------------------ the guard
