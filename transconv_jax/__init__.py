@@ -6,6 +6,9 @@ from ._dispatch import conv_transpose_matmul as conv_transpose_matmul
 from ._dispatch import conv_transpose_scatter as conv_transpose_scatter
 from ._dispatch import conv_transpose_subpixel as conv_transpose_subpixel
 from ._dispatch import conv_transpose_vjp as conv_transpose_vjp
+from ._interop import flax_to_torch as flax_to_torch
+from ._interop import load_torch_weights as load_torch_weights
+from ._interop import torch_to_flax as torch_to_flax
 from ._matmul import conv_matrix as conv_matrix
 from ._matmul import set_matrix_budget as set_matrix_budget
 from ._spec import conv_output_shape as conv_output_shape
