@@ -8,14 +8,18 @@ fallback and Caffe's Deconvolution layer compute it: a GEMM, then col2im.
    kernel scaled by that element (the "columns"), split into one `(N, C_out, *spatial)` array
    per kernel tap.
 2. col2im. Tap `t` of input element `i` lands at `s * i + d * t` of the full, uncropped output
-   (size `(n - 1) s + d (k - 1) + 1`). One `lax.pad` per tap puts it there: `s - 1` zeros between
-   elements, `d * t - low` before; a negative edge pad crops (`padding`) and a positive one
-   extends (`output_padding`), so the crop costs nothing extra. The taps are summed.
+   (size `(n - 1) s + d (k - 1) + 1`). Write `d * t = q * s + r`: the tap fills every `s`-th row
+   from `s * q + r`, i.e. rows `q .. q + n - 1` of output phase `r` (the output seen as
+   `(blocks, s)`). So each tap is one contiguous `lax.pad` into the `blocks`-long array of its
+   phase, the taps of a phase are summed, and the phases are interleaved (a stack, a transpose
+   and a reshape) and cropped (`padding`; output_padding makes `blocks` longer). The adds run
+   over the phase arrays, `1 / s` of the output per axis: never over the zeros that a stride
+   would insert between input elements.
 
 Python loops run over kernel taps only (static), never over pixels or batch; nothing multiplies
 an inserted zero, and no `lhs_dilation` is lowered (so XLA:CPU's strided-dilated abort cannot
-occur). Autodiff gives the im2col backward: strided slices of the cotangent, concatenated, then
-two GEMMs.
+occur). Autodiff gives the im2col backward: the cotangent split into phases, one contiguous
+slice per tap, concatenated, then two GEMMs.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._spec import Spec, transpose_spatial
+from ._spec import Spec, dilated_kernel, transpose_spatial
 
 _SPATIAL = "stu"  # einsum letters of the spatial axes, up to 3-D
 
@@ -52,9 +56,12 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     """
     kernel = w.shape[2:]
     out_spatial = transpose_spatial(y.shape[2:], kernel, spec)
-    columns = _columns(y, w, spec)
-    parts = [_place(col, tap, spec, out_spatial) for col, tap in zip(columns, _taps(kernel), strict=True)]
-    return sum(parts[1:], parts[0])
+    blocks = _blocks(y.shape[2:], kernel, spec)
+    phases = {}
+    for col, tap in zip(_columns(y, w, spec), _taps(kernel), strict=True):
+        phase, part = _place(col, tap, spec, blocks)
+        phases[phase] = phases[phase] + part if phase in phases else part
+    return _interleave(phases, spec, out_spatial)
 
 
 def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
@@ -74,17 +81,37 @@ def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
     return [c.reshape(n, g * c_out_g, *spatial) for c in lax.split(cols, (1,) * taps, axis=2)]
 
 
-def _place(col: jax.Array, tap: tuple[int, ...], spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
-    """Put one tap's columns where they land in the (cropped or extended) output: one `lax.pad`."""
-    config = [(0, 0, 0), (0, 0, 0)]
-    for t, n, s, d, (lo, _), size in zip(
-        tap, col.shape[2:], spec.stride, spec.dilation, spec.padding, out_spatial, strict=True
-    ):
-        low = d * t - lo
-        config.append((low, size - low - (n - 1) * s - 1, s - 1))
-    return lax.pad(col, jnp.zeros((), col.dtype), config)
+def _blocks(spatial, kernel, spec: Spec) -> tuple[int, ...]:
+    """Rows per output phase, `ceil(extent / s)`: the full output, extended by any negative `high`."""
+    return tuple(
+        -(-((n - 1) * s + dk + max(-hi, 0)) // s)
+        for n, dk, s, (_, hi) in zip(
+            spatial, dilated_kernel(kernel, spec.dilation), spec.stride, spec.padding, strict=True
+        )
+    )
 
 
-def _taps(kernel: tuple[int, ...]):
-    """Every kernel tap, in the row-major order of `w.reshape(..., -1)`."""
-    return itertools.product(*(range(k) for k in kernel))
+def _place(col: jax.Array, tap: tuple[int, ...], spec: Spec, blocks: tuple[int, ...]):
+    """The output phase `r` that one tap's columns land in, and the columns padded into it."""
+    offsets = [divmod(d * t, s) for t, s, d in zip(tap, spec.stride, spec.dilation, strict=True)]
+    config = [(0, 0, 0)] * 2 + [(q, b - q - n, 0) for (q, _), b, n in zip(offsets, blocks, col.shape[2:], strict=True)]
+    return tuple(r for _, r in offsets), lax.pad(col, jnp.zeros((), col.dtype), config)
+
+
+def _interleave(phases: dict, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+    """Row `q * s + r` of the output is row `q` of phase `r`; then crop `padding`'s low side."""
+    first = next(iter(phases.values()))
+    n, c, *blocks = first.shape
+    zeros = jnp.zeros_like(first)  # phases no tap reaches (kernel smaller than stride, or dilation)
+    stacked = jnp.stack([phases.get(r, zeros) for r in _taps(spec.stride)], axis=-1)
+    nd = spec.ndim
+    stacked = stacked.reshape(n, c, *blocks, *spec.stride)
+    perm = (0, 1, *itertools.chain.from_iterable((2 + i, 2 + nd + i) for i in range(nd)))
+    full = stacked.transpose(perm).reshape(n, c, *(b * s for b, s in zip(blocks, spec.stride, strict=True)))
+    low = [lo for lo, _ in spec.padding]
+    return lax.slice(full, (0, 0, *low), (n, c, *(lo + size for lo, size in zip(low, out_spatial, strict=True))))
+
+
+def _taps(shape: tuple[int, ...]):
+    """Every index of `shape` in row-major order: the kernel taps of `w.reshape(..., -1)`, or the phases."""
+    return itertools.product(*(range(k) for k in shape))
