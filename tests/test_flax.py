@@ -15,10 +15,10 @@ from oracle import HYPOTHESIS, Config, assert_close, configs
 import transconv_jax as tc
 from transconv_jax import linen as tcl
 from transconv_jax import nnx as tcn
+from transconv_jax._dispatch import FORMS
 
-# The forms a layer's method= may name. The other entries of transconv_jax._dispatch.FORMS raise
-# NotImplementedError at present; extend this to ["auto", *FORMS] once they land.
-METHODS = ["auto", "vjp"]
+# Every form a layer's method= may name.
+METHODS = ["auto", *FORMS]
 
 GRID = [
     # batch, c_in, c_out/g, groups, spatial, kernel, stride, padding, output_padding, dilation
@@ -87,18 +87,29 @@ def inner(out, cot):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("cfg", GRID, ids=str)
 def test_nnx_matches_torch_module(cfg, bias):
+    check_nnx_against_torch(cfg, bias, "auto")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("cfg", [GRID[1], GRID[5]], ids=str)
+def test_every_method_matches_torch_module(cfg, method):
+    check_nnx_against_torch(cfg, True, method)
+
+
+def check_nnx_against_torch(cfg: Config, bias: bool, method: str):
+    """The NNX layer holding a torch module's weights: PyTorch's value and gradients, under nnx.jit."""
     module = torch_module(cfg, bias)
-    layer = nnx_layer(cfg, bias)
+    layer = nnx_layer(cfg, bias, method)
     tc.load_torch_weights(layer, module.weight, module.bias)
     x, cot = random_input(cfg), random_cotangent(cfg)
     ref, ref_grads, ref_gx = torch_value_and_grads(module, x, cot)
     out = nnx.jit(lambda m, x: m(x))(layer, x)
     grads, gx = nnx.jit(nnx.grad(lambda m, x: inner(m(x), cot), argnums=(0, 1)))(layer, jnp.asarray(x))
-    assert_close(out, ref)
-    assert_close(gx, ref_gx)
+    assert_close(out, ref, err_msg=method)
+    assert_close(gx, ref_gx, err_msg=method)
     assert set(ref_grads) == set(nnx.to_pure_dict(grads))
     for name, g in ref_grads.items():
-        assert_close(grads[name][...], g, err_msg=name)
+        assert_close(grads[name][...], g, err_msg=f"{name} {method}")
 
 
 @pytest.mark.parametrize("cfg", GRID, ids=str)
@@ -129,16 +140,6 @@ def test_random_configs_match_torch_module(cfg):
     x = random_input(cfg)
     ref = channels_last(module(torch.tensor(np.moveaxis(x, -1, 1))).detach())
     assert_close(nnx.jit(lambda m, x: m(x))(layer, x), ref, err_msg=str(cfg))
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_method(method):
-    cfg = GRID[1]
-    module = torch_module(cfg, bias=True)
-    layer = nnx_layer(cfg, bias=True, method=method)
-    tc.load_torch_weights(layer, module.weight, module.bias)
-    x = random_input(cfg)
-    assert_close(layer(x), channels_last(module(torch.tensor(np.moveaxis(x, -1, 1))).detach()))
 
 
 def test_torch_decoder_state_dict_loads_into_nnx():
