@@ -135,6 +135,7 @@ def _mb(nbytes: int) -> str:
 
 def _plot(rows, path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -147,7 +148,9 @@ def _plot(rows, path) -> None:
     ax_t.set(xlabel="input size n (n x n)", ylabel="forward + backward, ms (median)", title="time")
     ax_m.set(xlabel="input size n (n x n)", ylabel="XLA buffers, MiB", title="memory (fwd + bwd)")
     for ax in (ax_t, ax_m):
-        ax.set_xticks(n, [str(v) for v in n])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(n, [str(v) for v in n], minor=False)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
