@@ -123,10 +123,11 @@ def test_linen_matches_torch_module(cfg):
     grads, gx = jax.jit(jax.grad(lambda p, x: inner(layer.apply(p, x), cot), argnums=(0, 1)))(params, x)
     assert_close(out, ref)
     assert_close(gx, ref_gx)
-    chex_close(grads["params"], ref_grads)
+    assert_trees_close(grads["params"], ref_grads)
 
 
-def chex_close(tree, expected):
+def assert_trees_close(tree, expected):
+    """Same tree structure, every leaf close to float32 tolerance (oracle.assert_close)."""
     assert jax.tree.structure(tree) == jax.tree.structure(expected)
     jax.tree.map(assert_close, tree, expected)
 
@@ -180,7 +181,7 @@ def test_int_kernel_size_is_a_1_tuple(use_bias):
     np.testing.assert_array_equal(a(x), b(x))
     pa = tcl.ConvTranspose(4, 3, use_bias=use_bias).init(jax.random.key(0), x)
     pb = tcl.ConvTranspose(4, (3,), use_bias=use_bias).init(jax.random.key(0), x)
-    chex_close(pa, pb)
+    assert_trees_close(pa, pb)
     assert a.kernel.shape == pa["params"]["kernel"].shape == (3, 3, 4)
 
 
