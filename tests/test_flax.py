@@ -391,6 +391,9 @@ def test_weight_conversion_round_trip():
     layer = tcn.ConvTranspose(6, 4, (3, 4, 5), feature_group_count=2, rngs=nnx.Rngs(0))
     tc.load_torch_weights(layer, w, b)
     np.testing.assert_array_equal(tc.flax_to_torch(layer)["weight"], w.detach().numpy())
+    module = torch.nn.ConvTranspose3d(6, 4, (3, 4, 5), groups=2)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in tc.flax_to_torch(layer).items()})
+    np.testing.assert_array_equal(module.weight.detach().numpy(), w.detach().numpy())
     assert set(tc.torch_to_flax(w.detach().numpy())) == {"kernel"}
 
 

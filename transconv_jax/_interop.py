@@ -53,7 +53,7 @@ def flax_to_torch(params: Any) -> dict[str, np.ndarray]:
             NNX `ConvTranspose` layer.
 
     Returns:
-        numpy arrays; load them with `module.load_state_dict({k: torch.from_numpy(v) ...})`.
+        new numpy arrays; load them with `module.load_state_dict({k: torch.from_numpy(v) ...})`.
 
     Example:
         >>> import numpy as np
@@ -71,7 +71,7 @@ def flax_to_torch(params: Any) -> dict[str, np.ndarray]:
     out = {"weight": np.moveaxis(k, (-2, -1), (0, 1))}
     if bias is not None:
         out["bias"] = _vector("bias", bias)
-    return out
+    return {name: np.array(a, copy=True) for name, a in out.items()}  # writable, contiguous: torch.from_numpy takes it
 
 
 def load_torch_weights(layer: Any, weight: ArrayLike, bias: ArrayLike | None = None) -> None:
