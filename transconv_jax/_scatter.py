@@ -65,10 +65,12 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
 
 
 def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
-    """The GEMM: one `(N, C_out, *spatial)` array per kernel tap, in row-major tap order.
+    """The GEMM: one `(C_out, N, *spatial)` array per kernel tap, in row-major tap order.
 
-    One einsum over `C_in / g` with the group as a batch axis, then `lax.split` along the taps
-    (not indexing: the transpose of a split is one concatenate, that of an index a pad per tap).
+    One einsum over `C_in / g` with the group as a batch axis, in the order the matrix product
+    writes it (channels first: moving `N` to the front is left to the interleave's transpose,
+    which moves the smaller output), then `lax.split` along the taps (not indexing: the
+    transpose of a split is one concatenate, that of an index a pad per tap).
     """
     n, c_in, *spatial = y.shape
     _, c_out_g, *kernel = w.shape
@@ -76,9 +78,9 @@ def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
     s = _SPATIAL[: spec.ndim]
     yg = y.reshape(n, g, c_in // g, *spatial)
     wg = w.reshape(g, c_in // g, c_out_g, taps)
-    cols = jnp.einsum(f"ngc{s},gcok->ngok{s}", yg, wg, precision=spec.precision)
-    cols = cols.reshape(n, g * c_out_g, taps, *spatial)
-    return [c.reshape(n, g * c_out_g, *spatial) for c in lax.split(cols, (1,) * taps, axis=2)]
+    cols = jnp.einsum(f"gcok,ngc{s}->gokn{s}", wg, yg, precision=spec.precision)
+    cols = cols.reshape(g * c_out_g, taps, n, *spatial)
+    return [c.reshape(g * c_out_g, n, *spatial) for c in lax.split(cols, (1,) * taps, axis=1)]
 
 
 def _blocks(spatial, kernel, spec: Spec) -> tuple[int, ...]:
@@ -99,14 +101,14 @@ def _place(col: jax.Array, tap: tuple[int, ...], spec: Spec, blocks: tuple[int, 
 
 
 def _interleave(phases: dict, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
-    """Row `q * s + r` of the output is row `q` of phase `r`; then crop `padding`'s low side."""
+    """Row `q * s + r` of the output is row `q` of phase `r`, and `(C, N)` becomes `(N, C)`; then crop."""
     first = next(iter(phases.values()))
-    n, c, *blocks = first.shape
+    c, n, *blocks = first.shape
     zeros = jnp.zeros_like(first)  # phases no tap reaches (kernel smaller than stride, or dilation)
     stacked = jnp.stack([phases.get(r, zeros) for r in _taps(spec.stride)], axis=-1)
     nd = spec.ndim
-    stacked = stacked.reshape(n, c, *blocks, *spec.stride)
-    perm = (0, 1, *itertools.chain.from_iterable((2 + i, 2 + nd + i) for i in range(nd)))
+    stacked = stacked.reshape(c, n, *blocks, *spec.stride)
+    perm = (1, 0, *itertools.chain.from_iterable((2 + i, 2 + nd + i) for i in range(nd)))
     full = stacked.transpose(perm).reshape(n, c, *(b * s for b, s in zip(blocks, spec.stride, strict=True)))
     low = [lo for lo, _ in spec.padding]
     return lax.slice(full, (0, 0, *low), (n, c, *(lo + size for lo, size in zip(low, out_spatial, strict=True))))
