@@ -57,13 +57,18 @@ def test_conv_matrix_is_the_jacobian_of_conv(case):
     np.testing.assert_array_equal(mat, _jacobian(w, case[1], kw))
 
 
-@settings(HYPOTHESIS, max_examples=10)
+@settings(HYPOTHESIS, max_examples=8)
 @given(configs())
 def test_conv_matrix_is_the_jacobian_random(cfg):
     _, w = cfg.arrays(3)  # read as a conv kernel: (C_out = c_in, C_in // g = c_out_per_group, *k)
     input_shape = (cfg.c_out_per_group * cfg.groups, *cfg.out_spatial())
     kw = dict(stride=cfg.stride, padding=cfg.padding, dilation=cfg.dilation, groups=cfg.groups)
-    np.testing.assert_array_equal(tc.conv_matrix(w, input_shape, **kw), _jacobian(w, input_shape, kw))
+    dense = tc.conv_matrix(w, input_shape, **kw)
+    np.testing.assert_array_equal(dense, _jacobian(w, input_shape, kw))
+    sp = tc.conv_matrix(w, input_shape, **kw, sparse=True)
+    np.testing.assert_array_equal(sp.todense(), dense)
+    spec, _ = _matmul._conv_matrix_spec(jnp.asarray(w), input_shape, *kw.values())
+    assert _matmul.matrix_sizes(w.shape, input_shape, spec, np.float32)[3] == sp.nse * (4 + 8)
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
@@ -74,6 +79,10 @@ def test_sparse_holds_exactly_the_structural_nonzeros(case):
     np.testing.assert_array_equal(sp.todense(), dense)
     assert sp.nse == int(np.count_nonzero(dense))
     assert len({tuple(i) for i in np.asarray(sp.indices)}) == sp.nse
+    spec, _ = _matmul._conv_matrix_spec(
+        jnp.asarray(w), case[1], kw["stride"], kw["padding"], kw["dilation"], kw["groups"]
+    )
+    assert _matmul.matrix_sizes(w.shape, case[1], spec, np.float32)[3] == sp.nse * (4 + 8)  # the guard's count
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
@@ -145,7 +154,7 @@ def test_matmul_random_configs_match_torch(cfg):
     check_against_torch(cfg, "matmul")
 
 
-@settings(HYPOTHESIS, max_examples=10)
+@settings(HYPOTHESIS, max_examples=8)
 @given(configs(max_size=4))
 def test_matmul_sparse_random_configs_match_torch(cfg):
     rows, cols, dense, sparse = _sizes(cfg)
@@ -247,7 +256,10 @@ def test_conv_matrix_guard_suggests_sparse(budget):
         tc.conv_matrix(w, (4, 8, 8), sparse=True)
 
 
-@pytest.mark.parametrize("nbytes, error, match", [(-1, ValueError, ">= 0"), (1.5, TypeError, "must be an int")])
+@pytest.mark.parametrize(
+    "nbytes, error, match",
+    [(-1, ValueError, r"nbytes=-1 must be >= 0"), (1.5, TypeError, r"nbytes=1.5 must be an int \(a number of bytes\)")],
+)
 def test_set_matrix_budget_checks_its_argument(nbytes, error, match):
     with pytest.raises(error, match=match):
         tc.set_matrix_budget(nbytes)

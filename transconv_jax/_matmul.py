@@ -21,7 +21,7 @@ from jax.experimental import sparse as jsparse
 from jax.typing import ArrayLike
 
 from ._conv import _as_array
-from ._spec import Spec, _int_tuple, conv_spatial, conv_spec, transpose_spatial
+from ._spec import Spec, _int_tuple, _is_int, conv_spatial, conv_spec, transpose_spatial
 
 DEFAULT_MATRIX_BUDGET = 256 * 2**20
 """The default budget, in bytes, for one explicit matrix: 256 MiB."""
@@ -50,8 +50,11 @@ def set_matrix_budget(nbytes: int | None) -> int:
         1073741824
     """
     global _budget
-    nbytes = DEFAULT_MATRIX_BUDGET if nbytes is None else _int_tuple("nbytes", nbytes, 1, minimum=0)[0]
-    old, _budget = _budget, nbytes
+    if nbytes is not None and not _is_int(nbytes):
+        raise TypeError(f"nbytes={nbytes!r} must be an int (a number of bytes), or None for the default 256 MiB.")
+    if nbytes is not None and nbytes < 0:
+        raise ValueError(f"nbytes={nbytes!r} must be >= 0; 0 refuses every matrix, None restores the default 256 MiB.")
+    old, _budget = _budget, DEFAULT_MATRIX_BUDGET if nbytes is None else int(nbytes)
     jax.clear_caches()
     return old
 
