@@ -243,6 +243,14 @@ def test_guard_refuses_an_oversized_case_fast():
     assert msg.endswith("set_matrix_budget(nbytes).")
 
 
+def test_guard_refuses_past_the_int32_index_range(budget):
+    budget(2**62)  # the sparse matrix (24 GiB) would fit; its row and column indices would not fit int32
+    y = jax.ShapeDtypeStruct((1, 1, 2**16, 2**15), jnp.float32)
+    w = jax.ShapeDtypeStruct((1, 1, 1, 1), jnp.float32)
+    with pytest.raises(ValueError, match=r"matrix is 2147483648 x 2147483648: .* or the int32 index range\. Use"):
+        jax.eval_shape(lambda y, w: tc.conv_transpose(y, w, method="matmul"), y, w)
+
+
 def test_conv_matrix_guard_suggests_sparse(budget):
     w = jnp.ones((4, 4, 3, 3))
     start = time.perf_counter()
