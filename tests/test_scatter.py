@@ -60,30 +60,29 @@ def test_random_configs_match_vjp_form(cfg):
         assert_close(a, b, err_msg=f"{name} {cfg}")
 
 
-@pytest.mark.parametrize("cfg", [GRID[2], GRID[7]], ids=str)
-def test_loops_over_taps_only(cfg):
-    """One dot_general, one pad per kernel tap, no convolution: the same program for any batch and spatial size."""
+def _primitive_counts(cfg, scale):
+    """How often the scatter form's program, and that of its vjp, use a dot, a pad and a convolution."""
+    y, w = jnp.ones((cfg.batch * scale, cfg.c_in, *(n * scale for n in cfg.spatial))), jnp.ones(cfg.w_shape)
+    kw = cfg.kwargs
+    args = (kw["stride"], kw["padding"], kw["output_padding"], kw["dilation"], kw["groups"], None, None, None)
+    spec, _ = conv_transpose_spec(y, w, *args)
+    form = lambda y, w: conv_transpose_scatter_form(y, w, spec)  # noqa: E731
+    backward = lambda y, w: jax.vjp(form, y, w)[1](form(y, w))  # noqa: E731
     counts = []
-    for scale in (1, 3):
-        y = jnp.ones((cfg.batch * scale, cfg.c_in, *(n * scale for n in cfg.spatial)))
-        spec, _ = conv_transpose_spec(
-            y,
-            jnp.ones(cfg.w_shape),
-            cfg.stride,
-            cfg.padding,
-            cfg.output_padding,
-            cfg.dilation,
-            cfg.groups,
-            None,
-            None,
-            None,
-        )
-        jaxpr = jax.make_jaxpr(lambda y, w, spec=spec: conv_transpose_scatter_form(y, w, spec))(
-            y, jnp.ones(cfg.w_shape)
-        )
-        names = [e.primitive.name for e in jaxpr.jaxpr.eqns]
-        counts.append((names.count("dot_general"), names.count("pad"), names.count("conv_general_dilated")))
-    assert counts[0] == counts[1] == (1, math.prod(cfg.kernel), 0)
+    for fn in (form, backward):
+        names = [e.primitive.name for e in jax.make_jaxpr(fn)(y, w).jaxpr.eqns]
+        counts.append(tuple(names.count(p) for p in ("dot_general", "pad", "conv_general_dilated")))
+    return counts
+
+
+@pytest.mark.parametrize("cfg", [GRID[2], GRID[5], GRID[7]], ids=str)
+def test_loops_over_taps_only(cfg):
+    """One dot and one pad per kernel tap, no convolution (so no lhs_dilation), forward and backward:
+    the same program for any batch and spatial size."""
+    small, large = _primitive_counts(cfg, 1), _primitive_counts(cfg, 3)
+    assert small == large
+    assert small[0] == (1, math.prod(cfg.kernel), 0)
+    assert small[1][2] == 0
 
 
 def test_tutorial_picture():
