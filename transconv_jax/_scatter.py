@@ -5,8 +5,8 @@ fallback and Caffe's Deconvolution layer compute it: a GEMM, then col2im.
 
 1. GEMM. One contraction over the input channels of each group,
    `(N * spatial, C_in / g) x (C_in / g, taps * C_out / g)`, gives for every input element the
-   kernel scaled by that element (the "columns"), split into one `(N, C_out, *spatial)` array
-   per kernel tap.
+   kernel scaled by that element (the "columns"), split into one `(C_out, N, *spatial)` array
+   per kernel tap (channels first, as the GEMM writes them).
 2. col2im. Tap `t` of input element `i` lands at `s * i + d * t` of the full, uncropped output
    (size `(n - 1) s + d (k - 1) + 1`). Write `d * t = q * s + r`: the tap fills every `s`-th row
    from `s * q + r`, i.e. rows `q .. q + n - 1` of output phase `r` (the output seen as
