@@ -11,7 +11,7 @@ from ._conv import _as_array
 from ._matmul import conv_transpose_matmul_form
 from ._scatter import conv_transpose_scatter_form
 from ._spec import Layout, Spec, check_method, compute_dtypes, conv_transpose_spec, from_canonical, to_canonical
-from ._subpixel import conv_transpose_subpixel_form
+from ._subpixel import conv_transpose_subpixel_form, phases_fuse
 from ._vjp import conv_transpose_vjp_form
 
 FORMS = {
@@ -90,9 +90,43 @@ def conv_transpose(
 
 
 def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], backend: str) -> str:
-    """The form `method='auto'` runs, from static facts only (canonical shapes, backend)."""
-    del spec, y_shape, w_shape, backend
-    return "vjp"
+    """The form `method='auto'` runs, from static facts only (canonical shapes, backend).
+
+    Every form gives the same numbers to float tolerance; this only picks the fastest. The CPU
+    policy comes from `python -m transconv_jax bench` (BENCHMARKS.md, "Decoder layers"):
+
+    1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are 4-15x slower);
+    2. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
+       k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
+    3. the phases fuse (every kernel size a multiple of its stride, or stride 1; DCGAN, FCN-8s,
+       HiFi-GAN): 'subpixel', one stride-1 conv and its custom kernel gradient;
+    4. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase.
+
+    GPU and TPU are unmeasured: they get 'vjp', the flipped-kernel lowering that `jax.vjp` of a
+    conv emits, which reaches cuDNN's backward-data kernel.
+
+    Args:
+        spec: the canonical `Spec`.
+        y_shape: canonical input shape `(N, C_in, *spatial)`.
+        w_shape: canonical kernel shape `(C_in, C_out // groups, *kernel)`.
+        backend: `jax.default_backend()`, e.g. 'cpu' or 'gpu'.
+
+    Returns:
+        One of the keys of `FORMS`.
+
+    Example:
+        >>> from transconv_jax._spec import Spec
+        >>> auto_method(Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1), (8, 256, 16, 16), (256, 128, 4, 4), "cpu")
+        'subpixel'
+    """
+    if backend != "cpu":
+        return "vjp"
+    kernel = w_shape[2:]
+    if spec.groups > 1:
+        return "subpixel"
+    if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation)):
+        return "scatter"
+    return "subpixel" if phases_fuse(y_shape[2:], kernel, spec) else "scatter"
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._conv import _NCX
 from ._spec import Spec, transpose_spatial
 
 
@@ -75,11 +74,22 @@ def conv_transpose_subpixel_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.
         Array([[[  1.,  10., 102.,  20., 200.]]], dtype=float32)
     """
     axes = _plan(y.shape[2:], w.shape[2:], spec)
-    if all(a.fused for a in axes):
+    y = jnp.moveaxis(y, 1, -1)  # channels-last inside: XLA:CPU's convolutions and GEMMs want it
+    if all(a.fused for a in axes):  # the test of `phases_fuse`
         phases = _fused(y, w, axes, spec)
     else:
         phases = _per_phase(y, w, axes, spec)
     return _interleave(phases, axes)
+
+
+def phases_fuse(spatial, kernel, spec: Spec) -> bool:
+    """Whether the subpixel form is one convolution: every phase of every axis has the same taps layout.
+
+    Example:
+        >>> phases_fuse((16, 16), (4, 4), Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1))
+        True
+    """
+    return all(a.fused for a in _plan(spatial, kernel, spec))
 
 
 def _plan(spatial, kernel, spec: Spec) -> tuple[_Axis, ...]:
@@ -107,74 +117,78 @@ def _plan_axis(n: int, k: int, s: int, d: int, lo: int, t: int) -> _Axis:
 
 
 def _fused(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
-    """All phases in one convolution: kernel `(G * C_out/G * s^dims, C_in/G, *taps)`."""
+    """All phases in one convolution, kernel `(*taps, C_in/G, G * C_out/G * s^dims)`; returns
+    `(N, *rows, C_out, prod(s))`."""
     nd, g = len(axes), spec.groups
     for i, a in enumerate(axes):  # axis 2 + 2 i of w becomes (s, taps)
         w = jnp.take(w, np.array([p.taps for p in a.phases]), axis=2 + 2 * i)
     c_in, c_og = w.shape[:2]
     w = w.reshape(g, c_in // g, c_og, *w.shape[2:])
-    w = w.transpose(0, 2, *range(3, 3 + 2 * nd, 2), 1, *range(4, 4 + 2 * nd, 2))
-    w = w.reshape(-1, c_in // g, *w.shape[3 + nd :])
+    w = w.transpose(*range(4, 4 + 2 * nd, 2), 1, 0, 2, *range(3, 3 + 2 * nd, 2))
+    w = w.reshape(*w.shape[:nd], c_in // g, -1)
     first = [a.phases[0] for a in axes]
     out = phase_conv(_pad(y, [p.pad for p in first]), w, tuple(p.dilation for p in first), g, spec.precision)
-    n = out.shape[0]
-    return out.reshape(n, g * c_og, -1, *out.shape[2:])
+    return out.reshape(*out.shape[:-1], g * c_og, -1)
 
 
 def _per_phase(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
     """One exact convolution per combination of per-axis phases; zeros where no tap lands."""
-    c_out = w.shape[1] * spec.groups
+    shape = (y.shape[0], *(a.rows for a in axes), w.shape[1] * spec.groups)
     outs = []
     for combo in itertools.product(*(a.phases for a in axes)):
-        shape = (y.shape[0], c_out, *(a.rows for a in axes))
         if any(not p.taps for p in combo):
             outs.append(jnp.zeros(shape, y.dtype))
             continue
         wp = w
         for i, p in enumerate(combo):
             wp = jnp.take(wp, np.array(p.taps), axis=2 + i)
-        wp = _as_conv_kernel(wp, spec.groups)
-        outs.append(phase_conv(_pad(y, [p.pad for p in combo]), wp, tuple(p.dilation for p in combo), spec.groups, spec.precision))
-    return jnp.stack(outs, axis=2)
+        x = _pad(y, [p.pad for p in combo])
+        outs.append(phase_conv(x, _hwio(wp, spec.groups), tuple(p.dilation for p in combo), spec.groups, spec.precision))
+    return jnp.stack(outs, axis=-1)
 
 
-def _as_conv_kernel(w: jax.Array, groups: int) -> jax.Array:
-    """`(C_in, C_out // g, *k)` to the conv kernel `(C_out, C_in // g, *k)` (no flip)."""
+def _hwio(w: jax.Array, groups: int) -> jax.Array:
+    """`(C_in, C_out // g, *k)` to the channels-last conv kernel `(*k, C_in // g, C_out)` (no flip)."""
     c_in, c_og, *k = w.shape
-    w = w.reshape(groups, c_in // groups, c_og, *k).swapaxes(1, 2)
-    return w.reshape(groups * c_og, c_in // groups, *k)
+    w = w.reshape(groups, c_in // groups, c_og, *k)
+    return w.transpose(*range(3, 3 + len(k)), 1, 0, 2).reshape(*k, c_in // groups, groups * c_og)
 
 
 def _interleave(phases: jax.Array, axes) -> jax.Array:
-    """Depth-to-space: `(N, C, prod(s), *rows)` to `(N, C, *rows * s)`, then crop each axis."""
+    """Depth-to-space: `(N, *rows, C, prod(s))` to `(N, C, *rows * s)`, then crop each axis."""
     nd, strides = len(axes), [len(a.phases) for a in axes]
-    n, c = phases.shape[:2]
-    x = phases.reshape(n, c, *strides, *phases.shape[3:])
-    x = x.transpose(0, 1, *itertools.chain.from_iterable((2 + nd + i, 2 + i) for i in range(nd)))
+    n, c = phases.shape[0], phases.shape[-2]
+    x = phases.reshape(*phases.shape[:-1], *strides)
+    x = x.transpose(0, nd + 1, *itertools.chain.from_iterable((1 + i, nd + 2 + i) for i in range(nd)))
     x = x.reshape(n, c, *(a.rows * s for a, s in zip(axes, strides)))
-    return _pad(x, [(-lo, -hi) for lo, hi in (a.crop for a in axes)])
+    return _pad(x, [(-lo, -hi) for lo, hi in (a.crop for a in axes)], channels_last=False)
 
 
-def _pad(x: jax.Array, pads) -> jax.Array:
+def _pad(x: jax.Array, pads, channels_last: bool = True) -> jax.Array:
     """Zero-pad (or crop, where negative) the spatial axes."""
     if all(p == (0, 0) for p in pads):
         return x
-    return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [(lo, hi, 0) for lo, hi in pads])
+    config = [(lo, hi, 0) for lo, hi in pads]
+    config = [(0, 0, 0), *config, (0, 0, 0)] if channels_last else [(0, 0, 0)] * 2 + config
+    return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
 # ------------------------------------------------------------------- the stride-1 phase conv
 
 
+_NXC = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def phase_conv(x: jax.Array, w: jax.Array, dilation: tuple[int, ...], groups: int, precision) -> jax.Array:
-    """A VALID stride-1 correlation, `x (N, C_in, *n)` with `w (C_out, C_in // g, *taps)`."""
+    """A VALID stride-1 correlation, channels-last: `x (N, *n, C_in)`, `w (*taps, C_in // g, C_out)`."""
     return lax.conv_general_dilated(
         x,
         w,
         window_strides=(1,) * len(dilation),
         padding=((0, 0),) * len(dilation),
         rhs_dilation=dilation,
-        dimension_numbers=_NCX[len(dilation)],
+        dimension_numbers=_NXC[len(dilation)],
         feature_group_count=groups,
         precision=precision,
     )
@@ -193,15 +207,15 @@ def _phase_conv_jvp(dilation, groups, precision, primals, tangents):
 def _tap_matmuls(x: jax.Array, w: jax.Array, dilation, groups: int, precision) -> jax.Array:
     """The same correlation as one matrix product per tap; linear in `w`, whose transpose is
     one GEMM per tap of a shifted `x` against the cotangent. `jax.checkpoint` keeps only `x`."""
-    n, c_in = x.shape[:2]
-    c_out, taps = w.shape[0], w.shape[2:]
-    rows = tuple(m - d * (k - 1) for m, d, k in zip(x.shape[2:], dilation, taps))
-    xg = x.reshape(n, groups, c_in // groups, *x.shape[2:])
-    wg = w.reshape(groups, c_out // groups, c_in // groups, *taps)
+    n, *size, c_in = x.shape
+    taps, c_out = w.shape[:-2], w.shape[-1]
+    rows = tuple(m - d * (k - 1) for m, d, k in zip(size, dilation, taps))
+    xg = x.reshape(n, *size, groups, c_in // groups)
+    wg = w.reshape(*taps, c_in // groups, groups, c_out // groups)
     out = None
     for tap in itertools.product(*(range(k) for k in taps)):
-        start = (0, 0, 0, *(t * d for t, d in zip(tap, dilation)))
-        window = lax.slice(xg, start, tuple(s + e for s, e in zip(start, (n, groups, c_in // groups, *rows))))
-        term = jnp.einsum("ngc...,goc->ngo...", window, wg[(..., *tap)], precision=precision)
+        start = (0, *(t * d for t, d in zip(tap, dilation)), 0, 0)
+        window = lax.slice(xg, start, tuple(s + e for s, e in zip(start, (n, *rows, groups, c_in // groups))))
+        term = jnp.einsum("n...gc,cgo->n...go", window, wg[tap], precision=precision)
         out = term if out is None else out + term
-    return out.reshape(n, c_out, *rows)
+    return out.reshape(n, *rows, c_out)
