@@ -203,19 +203,25 @@ def _phase_conv_jvp(dilation, groups, precision, primals, tangents):
     return out, tangent
 
 
-@functools.partial(jax.checkpoint, static_argnums=(2, 3, 4))
 def _tap_matmuls(x: jax.Array, w: jax.Array, dilation, groups: int, precision) -> jax.Array:
-    """The same correlation as one matrix product per tap; linear in `w`, whose transpose is
-    one GEMM per tap of a shifted `x` against the cotangent. `jax.checkpoint` keeps only `x`."""
+    """The same correlation as one matrix product per tap, in a `lax.scan` over the taps.
+
+    Linear in `w`: its transpose is one GEMM per tap of a shifted `x` against the cotangent.
+    The scan body is under `jax.checkpoint`, so each shifted window of `x` exists only while
+    its GEMM runs (never all taps' windows at once) and only `x` is kept for the backward pass.
+    """
     n, *size, c_in = x.shape
     taps, c_out = w.shape[:-2], w.shape[-1]
     rows = tuple(m - d * (k - 1) for m, d, k in zip(size, dilation, taps))
     xg = x.reshape(n, *size, groups, c_in // groups)
-    wg = w.reshape(*taps, c_in // groups, groups, c_out // groups)
-    out = None
-    for tap in itertools.product(*(range(k) for k in taps)):
-        start = (0, *(t * d for t, d in zip(tap, dilation)), 0, 0)
-        window = lax.slice(xg, start, tuple(s + e for s, e in zip(start, (n, *rows, groups, c_in // groups))))
-        term = jnp.einsum("n...gc,cgo->n...go", window, wg[tap], precision=precision)
-        out = term if out is None else out + term
+    wg = w.reshape(-1, c_in // groups, groups, c_out // groups)
+    starts = np.array([[t * d for t, d in zip(tap, dilation)] for tap in itertools.product(*map(range, taps))])
+
+    @jax.checkpoint
+    def step(acc, tap):
+        start, wt = tap
+        window = lax.dynamic_slice(xg, (0, *start, 0, 0), (n, *rows, groups, c_in // groups))
+        return acc + jnp.einsum("n...gc,cgo->n...go", window, wt, precision=precision), None
+
+    out, _ = lax.scan(step, jnp.zeros((n, *rows, groups, c_out // groups), x.dtype), (jnp.asarray(starts, np.int32), wg))
     return out.reshape(n, *rows, c_out)
