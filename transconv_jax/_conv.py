@@ -74,8 +74,8 @@ def conv(
         >>> x = jnp.arange(9.0).reshape(1, 1, 3, 3)
         >>> k = jnp.array([[[[1.0, 2.0], [3.0, 4.0]]]])
         >>> conv(x, k)[0, 0]
-        Array([[19., 25.],
-               [37., 43.]], dtype=float32)
+        Array([[27., 37.],
+               [57., 67.]], dtype=float32)
     """
     x, w = _as_array(x), _as_array(w)
     spec, layout = conv_spec(x, w, stride, padding, dilation, groups, dimension_numbers, precision)
