@@ -95,12 +95,14 @@ def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], 
     Every form gives the same numbers to float tolerance; this only picks the fastest. The CPU
     policy comes from `python -m transconv_jax bench` (BENCHMARKS.md, "Decoder layers"):
 
-    1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are 4-15x slower);
-    2. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
+    1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are 3-12x slower);
+    2. stride 1 on every axis: 'scatter' (a GEMM and shifted adds; XLA:CPU's convolutions on two
+       threads reach about half the GEMM rate, so the conv-based forms are ~2x slower there);
+    3. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
-    3. the phases fuse (every kernel size a multiple of its stride, or stride 1; DCGAN, FCN-8s,
-       HiFi-GAN): 'subpixel', one stride-1 conv and its custom kernel gradient;
-    4. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase.
+    4. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
+       'subpixel', one stride-1 conv and its custom kernel gradient;
+    5. otherwise (e.g. k3 s2 U-Nets): 'scatter', 1.4-2x faster there than one conv per phase.
 
     GPU and TPU are unmeasured: they get 'vjp', the flipped-kernel lowering that `jax.vjp` of a
     conv emits, which reaches cuDNN's backward-data kernel.
@@ -124,7 +126,7 @@ def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], 
     kernel = w_shape[2:]
     if spec.groups > 1:
         return "subpixel"
-    if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation)):
+    if max(spec.stride) == 1 or all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation)):
         return "scatter"
     return "subpixel" if phases_fuse(y_shape[2:], kernel, spec) else "scatter"
 
