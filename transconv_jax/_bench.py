@@ -127,7 +127,7 @@ def _lax_fn(layer: Layer):
     """`jax.lax.conv_transpose`'s lowering (lhs dilation, flipped kernel), with groups."""
     spec = layer_spec(layer)
     dk = dilated_kernel((layer.kernel,) * layer.ndim, spec.dilation)
-    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding)]
+    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding, strict=False)]
     dn = jax.lax.conv_dimension_numbers((1,) * (layer.ndim + 2), (1,) * (layer.ndim + 2), None)
 
     def f(y, w):
@@ -146,7 +146,7 @@ def _flax_contender(layer: Layer, y, w, g) -> Contender:
 
     spec = layer_spec(layer)
     dk = dilated_kernel((layer.kernel,) * layer.ndim, spec.dilation)
-    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding)]
+    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding, strict=False)]
     module = nn.ConvTranspose(layer.c_out, (layer.kernel,) * layer.ndim, (layer.stride,) * layer.ndim, pads,
                               (layer.dilation,) * layer.ndim, use_bias=False, transpose_kernel=True)  # fmt: skip
     last = lambda a: np.moveaxis(a, 1, -1)  # noqa: E731
@@ -177,7 +177,9 @@ def _torch_contender(layer: Layer, y, w, g) -> Contender:
 
 def layer_spec(layer: Layer):
     """The canonical `Spec` of a layer."""
-    return conv_transpose_spec(*_shapes(layer), **layer.kwargs, output_shape=None, dimension_numbers=None, precision=None)[0]
+    return conv_transpose_spec(
+        *_shapes(layer), **layer.kwargs, output_shape=None, dimension_numbers=None, precision=None
+    )[0]
 
 
 def _shapes(layer: Layer):
@@ -238,7 +240,9 @@ def time_layer(found: dict, rounds: int, progress=None) -> dict[str, dict]:
             times[name]["fwd_bwd"].append(_time_once(c.fwd_bwd, c.args))
         if progress is not None:
             progress.update(1)
-    return {k: {p: statistics.median(v) for p, v in t.items()} | {"compile": live[k].compile_s} for k, t in times.items()}
+    return {
+        k: {p: statistics.median(v) for p, v in t.items()} | {"compile": live[k].compile_s} for k, t in times.items()
+    }
 
 
 def sgemm_rate(n: int = 2048, rounds: int = 7) -> float:
@@ -345,8 +349,10 @@ def _machine_line(suite: dict, argv: list[str]) -> str:
     import torch
 
     cpu = _cpu_model()
+    flags = os.environ.get("XLA_FLAGS")
+    threads = f"XLA_FLAGS='{flags}'" if flags else "default threads"
     return (f"Command: `python -m transconv_jax bench {' '.join(argv)}`. Machine: {cpu}, {os.cpu_count()} cores, "
-            f"backend {jax.default_backend()}; jax {jax.__version__} (default threads), torch {torch.__version__} "
+            f"backend {jax.default_backend()}; jax {jax.__version__} ({threads}), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads); {suite['rounds']} interleaved rounds; float32 matmul (jax, "
             f"2048^3) {suite['sgemm']:.0f} GFLOP/s.")  # fmt: skip
 
@@ -397,7 +403,10 @@ def ratios(suite: dict, phase: str, peer: str) -> list[float]:
 
 
 def _summary(suite: dict) -> list[str]:
-    lines = ["| auto against | forward geomean | forward worst | fwd+bwd geomean | fwd+bwd worst |", "|---|---|---|---|---|"]
+    lines = [
+        "| auto against | forward geomean | forward worst | fwd+bwd geomean | fwd+bwd worst |",
+        "|---|---|---|---|---|",
+    ]
     for peer in PEERS:
         f, b = ratios(suite, "fwd", peer), ratios(suite, "fwd_bwd", peer)
         if f:
@@ -441,7 +450,9 @@ def _memory_lines(memory: dict) -> list[str]:
             lines.append(f"| {name} | {info} | | |")
             continue
         ratio = f"{info['rss_growth'] / ref:.2f}x" if ref else ""
-        lines.append(f"| {name} | {mib(info['rss_growth'])} | {ratio} | {mib(info['xla_temp']) if 'xla_temp' in info else ''} |")
+        lines.append(
+            f"| {name} | {mib(info['rss_growth'])} | {ratio} | {mib(info['xla_temp']) if 'xla_temp' in info else ''} |"
+        )
     return lines
 
 
@@ -456,10 +467,13 @@ def plot(suite: dict, path: str) -> None:
     rows = list(suite["results"].values())
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(rows)), 8), sharex=True)
     width = 0.8 / len(names)
-    for ax, phase in zip(axes, ("fwd", "fwd_bwd")):
+    for ax, phase in zip(axes, ("fwd", "fwd_bwd"), strict=False):
         for i, n in enumerate(names):
             keys = [r["auto"] if n == "auto" else n for r in rows]
-            vals = [r["times"][k][phase] / r["times"]["torch"][phase] if k in r["times"] else np.nan for k, r in zip(keys, rows)]
+            vals = [
+                r["times"][k][phase] / r["times"]["torch"][phase] if k in r["times"] else np.nan
+                for k, r in zip(keys, rows, strict=False)
+            ]
             ax.bar(np.arange(len(rows)) + i * width, vals, width, label=n)
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_yscale("log")

@@ -126,7 +126,7 @@ def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], 
     kernel = w_shape[2:]
     if spec.groups > 1:
         return "subpixel"
-    if max(spec.stride) == 1 or all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation)):
+    if max(spec.stride) == 1 or all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
         return "scatter"
     return "subpixel" if phases_fuse(y_shape[2:], kernel, spec) else "scatter"
 

@@ -97,7 +97,7 @@ def _plan(spatial, kernel, spec: Spec) -> tuple[_Axis, ...]:
     out = transpose_spatial(spatial, kernel, spec)
     return tuple(
         _plan_axis(n, k, s, d, lo, t)
-        for n, k, s, d, (lo, _), t in zip(spatial, kernel, spec.stride, spec.dilation, spec.padding, out)
+        for n, k, s, d, (lo, _), t in zip(spatial, kernel, spec.stride, spec.dilation, spec.padding, out, strict=False)
     )
 
 
@@ -161,7 +161,7 @@ def _interleave(phases: jax.Array, axes) -> jax.Array:
     n, c = phases.shape[0], phases.shape[-2]
     x = phases.reshape(*phases.shape[:-1], *strides)
     x = x.transpose(0, nd + 1, *itertools.chain.from_iterable((1 + i, nd + 2 + i) for i in range(nd)))
-    x = x.reshape(n, c, *(a.rows * s for a, s in zip(axes, strides)))
+    x = x.reshape(n, c, *(a.rows * s for a, s in zip(axes, strides, strict=False)))
     return _pad(x, [(-lo, -hi) for lo, hi in (a.crop for a in axes)], channels_last=False)
 
 
@@ -237,13 +237,16 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     xg = xg.reshape(*xg.shape[:-1], conv.groups, -1)
     wg = w.reshape(-1, w.shape[-2], conv.groups, w.shape[-1] // conv.groups)
     taps = w.shape[:-2]
-    rows = tuple(m - d * (k - 1) for m, d, k in zip(xg.shape[1:-2], conv.dilation, taps))
-    starts = [(0, *(t * d for t, d in zip(tap, conv.dilation)), 0, 0) for tap in itertools.product(*map(range, taps))]
+    rows = tuple(m - d * (k - 1) for m, d, k in zip(xg.shape[1:-2], conv.dilation, taps, strict=False))
+    starts = [
+        (0, *(t * d for t, d in zip(tap, conv.dilation, strict=False)), 0, 0)
+        for tap in itertools.product(*map(range, taps))
+    ]
     size = (xg.shape[0], *rows, *xg.shape[-2:])
 
     def term(start, wt):
         if isinstance(start, tuple):  # static: a plain slice
-            window = lax.slice(xg, start, tuple(a + b for a, b in zip(start, size)))
+            window = lax.slice(xg, start, tuple(a + b for a, b in zip(start, size, strict=False)))
         else:
             window = lax.dynamic_slice(xg, start, size)
         return jnp.einsum("n...gc,cgo->n...go", window, wt, precision=conv.precision)
