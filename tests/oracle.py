@@ -72,6 +72,22 @@ class Config:
         return y, w
 
 
+# Hand-picked configurations that every form is checked on, values and gradients.
+GRID = [
+    # batch, c_in, c_out/g, groups, spatial, kernel, stride, padding, output_padding, dilation
+    Config(1, 1, 1, 1, (2, 2), (2, 2), (1, 1), (0, 0), (0, 0), (1, 1)),
+    Config(2, 3, 2, 1, (5,), (3,), (2,), (1,), (1,), (1,)),
+    Config(2, 4, 3, 2, (4, 5), (3, 2), (2, 3), (1, 0), (1, 2), (1, 1)),
+    Config(1, 6, 1, 6, (3, 4), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),  # depthwise
+    Config(1, 2, 2, 1, (3, 3), (3, 3), (1, 1), (2, 2), (0, 0), (2, 2)),  # stride 1, dilated
+    Config(1, 1, 1, 1, (2, 3), (4, 2), (3, 2), (1, 1), (0, 0), (2, 1)),  # the XLA:CPU abort case
+    Config(1, 1, 1, 1, (3,), (2,), (1,), (0,), (1,), (3,)),  # output_padding >= stride (< dilation)
+    Config(1, 2, 2, 2, (2, 3, 2), (2, 3, 2), (2, 1, 3), (0, 1, 1), (1, 0, 2), (1, 2, 1)),
+    Config(2, 3, 2, 1, (3, 3, 3), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3-D U-Net
+    Config(1, 2, 3, 1, (4,), (16,), (8,), (4,), (0,), (1,)),  # vocoder-like
+]
+
+
 @st.composite
 def configs(draw, ndims=(1, 2, 3), max_size=5):
     """Valid configurations: small shapes, every option, asymmetric per-axis arguments."""
@@ -81,7 +97,9 @@ def configs(draw, ndims=(1, 2, 3), max_size=5):
     kernel, stride, dilation = axis(1, 4), axis(1, 3), axis(1, 3)
     spatial = axis(1, max_size if nd < 3 else 3)
     output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
-    full = [(n - 1) * s + d * (k - 1) + 1 + op for n, s, d, k, op in zip(spatial, stride, dilation, kernel, output_padding)]
+    full = [
+        (n - 1) * s + d * (k - 1) + 1 + op for n, s, d, k, op in zip(spatial, stride, dilation, kernel, output_padding)
+    ]
     padding = tuple(draw(st.integers(0, max(0, (f - 1) // 2))) for f in full)
     return Config(
         batch=draw(st.integers(1, 2)),
@@ -123,7 +141,9 @@ def check_against_torch(cfg: Config, method: str, seed: int = 0, grads: bool = T
     if not grads:
         assert_close(f(y, w), torch_conv_transpose(y, w, cfg), err_msg=f"{method} {cfg}")
         return
-    cot = np.random.default_rng(seed + 1).standard_normal((cfg.batch, cfg.c_out_per_group * cfg.groups, *cfg.out_spatial()))
+    cot = np.random.default_rng(seed + 1).standard_normal(
+        (cfg.batch, cfg.c_out_per_group * cfg.groups, *cfg.out_spatial())
+    )
     cot = cot.astype(np.float32)
     out, vjp = jax.vjp(f, jnp.asarray(y), jnp.asarray(w))
     gy, gw = jax.jit(vjp)(jnp.asarray(cot))

@@ -20,7 +20,12 @@ BAD_CONV_TRANSPOSE = [
     ((Y, W), {"dilation": (1, 0)}, ValueError, r"dilation=\(1, 0\): every entry must be >= 1"),
     ((Y, W), {"padding": -1}, ValueError, r"padding=-1 must not be negative"),
     ((Y, W), {"padding": 4}, ValueError, r"output would have spatial shape \(-1, -1\)"),
-    ((jnp.ones((4, 5)), jnp.ones((4, 3))), {}, ValueError, r"y has shape \(4, 5\) \(rank 2\); it must have rank 3, 4 or 5"),
+    (
+        (jnp.ones((4, 5)), jnp.ones((4, 3))),
+        {},
+        ValueError,
+        r"y has shape \(4, 5\) \(rank 2\); it must have rank 3, 4 or 5",
+    ),
     ((Y, jnp.ones((4, 3, 3))), {}, ValueError, r"w has shape \(4, 3, 3\) \(rank 3\) but y has rank 4"),
     ((Y, W), {"stride": (1, 2, 3)}, ValueError, r"stride=\(1, 2, 3\) has 3 entries but there are 2 spatial axes"),
     ((Y, W), {"padding": (1, 1, 1)}, ValueError, r"padding=\(1, 1, 1\) has 3 entries"),

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import jax.test_util
 import numpy as np
+import oracle
 import pytest
 from hypothesis import given, settings
 from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, configs, torch_conv_transpose
@@ -15,17 +16,7 @@ from transconv_jax._scatter import conv_transpose_scatter_form
 from transconv_jax._spec import conv_transpose_spec
 
 GRID = [
-    # batch, c_in, c_out/g, groups, spatial, kernel, stride, padding, output_padding, dilation
-    Config(1, 1, 1, 1, (2, 2), (2, 2), (1, 1), (0, 0), (0, 0), (1, 1)),
-    Config(2, 3, 2, 1, (5,), (3,), (2,), (1,), (1,), (1,)),
-    Config(2, 4, 3, 2, (4, 5), (3, 2), (2, 3), (1, 0), (1, 2), (1, 1)),
-    Config(1, 6, 1, 6, (3, 4), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),  # depthwise
-    Config(1, 2, 2, 1, (3, 3), (3, 3), (1, 1), (2, 2), (0, 0), (2, 2)),  # stride 1, dilated
-    Config(1, 1, 1, 1, (2, 3), (4, 2), (3, 2), (1, 1), (0, 0), (2, 1)),  # strided and dilated (the XLA:CPU abort case)
-    Config(1, 1, 1, 1, (3,), (2,), (1,), (0,), (1,), (3,)),  # output_padding >= stride (< dilation)
-    Config(1, 2, 2, 2, (2, 3, 2), (2, 3, 2), (2, 1, 3), (0, 1, 1), (1, 0, 2), (1, 2, 1)),
-    Config(2, 3, 2, 1, (3, 3, 3), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3-D U-Net
-    Config(1, 2, 3, 1, (4,), (16,), (8,), (4,), (0,), (1,)),  # vocoder-like
+    *oracle.GRID,
     Config(1, 2, 2, 1, (3,), (5,), (1,), (3,), (0,), (1,)),  # tap 0 is cropped away entirely
     Config(2, 2, 1, 1, (3, 2), (1, 2), (3, 4), (0, 0), (2, 3), (1, 1)),  # kernel < stride: some phases get no tap
     Config(1, 3, 2, 3, (2, 2), (3, 2), (2, 3), (2, 0), (1, 2), (3, 2)),  # groups, stride and dilation together

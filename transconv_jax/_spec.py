@@ -264,9 +264,14 @@ def _int_tuple(name, value, ndim, minimum=None) -> tuple[int, ...]:
     """An int or a sequence of `ndim` ints, as a tuple; bools and floats are refused."""
     items = [value] * (ndim or 1) if _is_int(value) else value
     if not isinstance(items, Sequence) or isinstance(items, str) or not all(_is_int(v) for v in items):
-        raise TypeError(f"{name}={value!r} must be an int or a tuple of ints" + (f" (one per spatial axis, {ndim})." if ndim else "."))
+        raise TypeError(
+            f"{name}={value!r} must be an int or a tuple of ints"
+            + (f" (one per spatial axis, {ndim})." if ndim else ".")
+        )
     if ndim is not None and len(items) != ndim:
-        raise ValueError(f"{name}={value!r} has {len(items)} entries but there are {ndim} spatial axes; give one int per axis or a single int.")
+        raise ValueError(
+            f"{name}={value!r} has {len(items)} entries but there are {ndim} spatial axes; give one int per axis or a single int."
+        )
     if minimum is not None and min(items, default=minimum) < minimum:
         raise ValueError(f"{name}={value!r}: every entry must be >= {minimum}.")
     return tuple(int(v) for v in items)
@@ -276,7 +281,9 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _spec(ndim, in_spatial, kernel, stride, padding, dilation, groups, precision, *, output_padding=0, transpose=True) -> Spec:
+def _spec(
+    ndim, in_spatial, kernel, stride, padding, dilation, groups, precision, *, output_padding=0, transpose=True
+) -> Spec:
     stride = _int_tuple("stride", stride, ndim, minimum=1)
     dilation = _int_tuple("dilation", dilation, ndim, minimum=1)
     pads = _padding(padding, ndim, in_spatial, kernel, stride, dilation, transpose)
@@ -298,7 +305,9 @@ def _padding(padding, ndim, in_spatial, kernel, stride, dilation, transpose) -> 
     if isinstance(padding, Sequence) and padding and all(isinstance(p, Sequence) for p in padding):
         pairs = tuple(_int_tuple("padding", tuple(p), 2) for p in padding)
         if len(pairs) != ndim:
-            raise ValueError(f"padding={padding!r} has {len(pairs)} (low, high) pairs but there are {ndim} spatial axes.")
+            raise ValueError(
+                f"padding={padding!r} has {len(pairs)} (low, high) pairs but there are {ndim} spatial axes."
+            )
     else:
         pairs = tuple((p, p) for p in _int_tuple("padding", padding, ndim))
     if min(min(p) for p in pairs) < 0:
@@ -358,7 +367,9 @@ def _layout(dimension_numbers, ndim, *, transpose) -> Layout:
     try:
         dn = lax.conv_dimension_numbers(dummy, dummy, tuple(dimension_numbers))
     except (TypeError, ValueError, AssertionError) as e:
-        raise ValueError(f"dimension_numbers={dimension_numbers!r} is not a valid lax layout for {ndim} spatial axes: {e}") from None
+        raise ValueError(
+            f"dimension_numbers={dimension_numbers!r} is not a valid lax layout for {ndim} spatial axes: {e}"
+        ) from None
     rhs = dn.rhs_spec
     if transpose:  # our kernel is (I, O // groups, ...): I is the transposed conv's input channel
         rhs = (rhs[1], rhs[0], *rhs[2:])

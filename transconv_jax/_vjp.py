@@ -30,7 +30,9 @@ def conv_transpose_explicit(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array
     """The same map, lowered without `lhs_dilation`: zeros inserted by `lax.pad`, then a
     stride-1 conv of the flipped kernel. The edge padding is `d (k - 1) - crop` (negative crops)."""
     dk = dilated_kernel(w.shape[2:], spec.dilation)
-    config = [(0, 0, 0)] * 2 + [(k - 1 - lo, k - 1 - hi, s - 1) for k, s, (lo, hi) in zip(dk, spec.stride, spec.padding)]
+    config = [(0, 0, 0)] * 2 + [
+        (k - 1 - lo, k - 1 - hi, s - 1) for k, s, (lo, hi) in zip(dk, spec.stride, spec.padding)
+    ]
     y_dilated = lax.pad(y, jnp.zeros((), y.dtype), config)
     return lax.conv_general_dilated(
         y_dilated,
