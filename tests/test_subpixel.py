@@ -9,8 +9,7 @@ import jax.test_util
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, configs
-from test_conv_transpose import GRID
+from oracle import GRID, HYPOTHESIS, Config, assert_close, check_against_torch, configs
 
 import transconv_jax as tc
 from transconv_jax._spec import Spec
