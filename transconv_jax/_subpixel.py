@@ -129,7 +129,7 @@ def _fused(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
     w = w.reshape(*w.shape[:nd], c_in // g, -1)
     first = [a.phases[0] for a in axes]
     out = phase_conv(y, w, _Conv(tuple(p.pad for p in first), tuple(p.dilation for p in first), g, spec.precision))
-    return out.reshape(*out.shape[:-1], g * c_og, -1)
+    return out.reshape(*out.shape[:-1], g * c_og, out.shape[-1] // (g * c_og))  # no -1: the batch may be empty
 
 
 def _per_phase(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
@@ -234,7 +234,7 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     that one window exists at a time.
     """
     xg = _pad(x, conv.pads)
-    xg = xg.reshape(*xg.shape[:-1], conv.groups, -1)
+    xg = xg.reshape(*xg.shape[:-1], conv.groups, xg.shape[-1] // conv.groups)
     wg = w.reshape(-1, w.shape[-2], conv.groups, w.shape[-1] // conv.groups)
     taps = w.shape[:-2]
     rows = tuple(m - d * (k - 1) for m, d, k in zip(xg.shape[1:-2], conv.dilation, taps, strict=False))
@@ -257,7 +257,7 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
         step = jax.checkpoint(lambda acc, tap: (acc + term(tap[0], tap[1]), None))
         init = jnp.zeros((*size[:-2], *wg.shape[-2:]), x.dtype)
         out, _ = lax.scan(step, init, (jnp.asarray(starts, np.int32), wg))
-    return out.reshape(*out.shape[:-2], -1)
+    return out.reshape(*out.shape[:-2], w.shape[-1])
 
 
 _tap_matmuls = jax.checkpoint(_tap_matmuls, static_argnums=(2,))
