@@ -97,7 +97,8 @@ def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], 
 
     1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are 3-12x slower);
     2. stride 1 on every axis: 'scatter' (a GEMM and shifted adds; XLA:CPU's convolutions on two
-       threads reach about half the GEMM rate, so the conv-based forms are ~2x slower there);
+       threads reach about half the GEMM rate, so the conv-based forms' forward is up to 2x slower
+       there; fwd+bwd is within noise of them);
     3. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     4. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
