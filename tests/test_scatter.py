@@ -61,15 +61,18 @@ def _primitive_counts(cfg, scale):
     backward = lambda y, w: jax.vjp(form, y, w)[1](form(y, w))  # noqa: E731
     counts = []
     for fn in (form, backward):
-        names = [e.primitive.name for e in jax.make_jaxpr(fn)(y, w).jaxpr.eqns]
+        eqns = jax.make_jaxpr(fn)(y, w).jaxpr.eqns
+        pads = [e.params["padding_config"] for e in eqns if e.primitive.name == "pad"]
+        assert all(interior == 0 for config in pads for _, _, interior in config), "a zero-inserting pad"
+        names = [e.primitive.name for e in eqns]
         counts.append(tuple(names.count(p) for p in ("dot_general", "pad", "conv_general_dilated")))
     return counts
 
 
 @pytest.mark.parametrize("cfg", [GRID[2], GRID[5], GRID[7]], ids=str)
 def test_loops_over_taps_only(cfg):
-    """One dot and one pad per kernel tap, no convolution (so no lhs_dilation), forward and backward:
-    the same program for any batch and spatial size."""
+    """One dot and one pad per kernel tap, no convolution (so no lhs_dilation) and no interior
+    padding, forward and backward: the same program for any batch and spatial size."""
     small, large = _primitive_counts(cfg, 1), _primitive_counts(cfg, 3)
     assert small == large
     assert small[0] == (1, math.prod(cfg.kernel), 0)
