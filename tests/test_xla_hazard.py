@@ -11,6 +11,8 @@ import textwrap
 
 import pytest
 
+from transconv_jax._dispatch import FORMS
+
 CHILD = textwrap.dedent(
     """
     import itertools, sys
@@ -36,7 +38,7 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("method", ["vjp", "auto"])
+@pytest.mark.parametrize("method", [*FORMS, "auto"])
 def test_strided_dilated_family_does_not_abort(method):
     proc = subprocess.run([sys.executable, "-c", CHILD, method], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"child exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
