@@ -28,12 +28,18 @@ def conv_canonical(x: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     )
 
 
-def flip_kernel(w: jax.Array, groups: int) -> jax.Array:
-    """Turn a transposed-conv kernel `(C_in, C_out // g, *k)` into the regular-conv kernel
-    `(C_out, C_in // g, *k)`, spatially flipped, that computes the same map on a zero-inserted input."""
+def regroup_kernel(w: jax.Array, groups: int) -> jax.Array:
+    """Turn a transposed-conv kernel `(C_in, C_out // g, *k)` into the regular-conv layout
+    `(C_out, C_in // g, *k)`: the channel axes swapped within each group, nothing flipped."""
     c_in, c_out_g, *k = w.shape
     w = w.reshape(groups, c_in // groups, c_out_g, *k).swapaxes(1, 2)
-    w = w.reshape(groups * c_out_g, c_in // groups, *k)
+    return w.reshape(groups * c_out_g, c_in // groups, *k)
+
+
+def flip_kernel(w: jax.Array, groups: int) -> jax.Array:
+    """`regroup_kernel`, spatially flipped: the regular-conv kernel that computes the transposed
+    convolution on a zero-inserted input."""
+    w = regroup_kernel(w, groups)
     return jnp.flip(w, axis=tuple(range(2, w.ndim)))
 
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._conv import regroup_kernel
 from ._spec import Spec, transpose_spatial
 
 
@@ -150,9 +151,8 @@ def _per_phase(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
 
 def _hwio(w: jax.Array, groups: int) -> jax.Array:
     """`(C_in, C_out // g, *k)` to the channels-last conv kernel `(*k, C_in // g, C_out)` (no flip)."""
-    c_in, c_og, *k = w.shape
-    w = w.reshape(groups, c_in // groups, c_og, *k)
-    return w.transpose(*range(3, 3 + len(k)), 1, 0, 2).reshape(*k, c_in // groups, groups * c_og)
+    w = regroup_kernel(w, groups)
+    return w.transpose(*range(2, w.ndim), 1, 0)
 
 
 def _interleave(phases: jax.Array, axes) -> jax.Array:
