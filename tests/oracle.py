@@ -134,10 +134,10 @@ def assert_close(actual, expected, rtol=1e-5, err_msg=""):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
 
 
-def check_against_torch(cfg: Config, method: str, seed: int = 0, grads: bool = True):
-    """`conv_transpose(method=...)` under `jax.jit` equals PyTorch in value and, optionally, gradients."""
+def check_against_torch(cfg: Config, method: str, seed: int = 0, grads: bool = True, **options):
+    """`conv_transpose(method=..., **options)` under `jax.jit` equals PyTorch in value and, optionally, gradients."""
     y, w = cfg.arrays(seed)
-    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method=method))
+    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method=method, **options))
     if not grads:
         assert_close(f(y, w), torch_conv_transpose(y, w, cfg), err_msg=f"{method} {cfg}")
         return

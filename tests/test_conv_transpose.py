@@ -40,7 +40,7 @@ def test_conv_matches_torch(cfg):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(cfg.w_shape).astype(np.float32)  # as a conv weight: (C_out, C_in // g, *k)
-    out = jax.jit(lambda x, w: tc.conv(x, w, cfg.stride, cfg.padding, cfg.dilation, cfg.groups))(x, w)
+    out = jax.jit(lambda x, w: tc.conv(x, w, None, cfg.stride, cfg.padding, cfg.dilation, cfg.groups))(x, w)
     ref = TORCH_CONV[cfg.ndim](
         torch.tensor(x), torch.tensor(w), None, cfg.stride, cfg.padding, cfg.dilation, cfg.groups
     )
@@ -58,7 +58,7 @@ def test_adjoint_identity(cfg):
     # The conv's input reaches only so far: where output_padding exceeds padding, crop x's end first.
     crop = tuple(slice(0, n - max(op - p, 0)) for n, p, op in zip(x.shape[2:], cfg.padding, cfg.output_padding))
     pads = [(p, max(p - op, 0)) for p, op in zip(cfg.padding, cfg.output_padding)]
-    cx = tc.conv(x[(..., *crop)], w, cfg.stride, pads, cfg.dilation, cfg.groups)
+    cx = tc.conv(x[(..., *crop)], w, None, cfg.stride, pads, cfg.dilation, cfg.groups)
     lhs, rhs = jnp.vdot(cx, y), jnp.vdot(x, z)
     np.testing.assert_allclose(lhs, rhs, rtol=1e-4, atol=1e-4 * float(jnp.abs(cx).sum() * jnp.abs(y).max()))
 
@@ -71,7 +71,7 @@ def test_tutorial_examples():
     np.testing.assert_array_equal(tc.conv_transpose(x, x, stride=2)[0, 0], expected)
     x = jnp.ones((1, 10, 16, 16))
     w = jnp.ones((20, 10, 5, 5))
-    assert tc.conv_transpose(tc.conv(x, w, 3, 2), w, 3, 2).shape == x.shape
+    assert tc.conv_transpose(tc.conv(x, w, None, 3, 2), w, None, 3, 2).shape == x.shape
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
@@ -91,7 +91,7 @@ def test_string_padding_matches_lax(padding, stride, kernel, dilation):
         dimension_numbers=dn,
         transpose_kernel=True,
     )
-    out = tc.conv_transpose(y, w, stride, padding, dilation=dilation, dimension_numbers=dn)
+    out = tc.conv_transpose(y, w, None, stride, padding, dilation=dilation, dimension_numbers=dn)
     assert_close(out, ref)
 
 
@@ -112,9 +112,9 @@ def test_output_shape_picks_output_padding():
     y, w = jnp.ones((1, 2, 9, 9)), jnp.ones((2, 3, 3, 3))
     for size in (17, 18):
         x = jnp.ones((1, 3, size, size))
-        assert tc.conv(x, jnp.ones((2, 3, 3, 3)), 2, 1).shape[2:] == (9, 9)
-        assert tc.conv_transpose(y, w, 2, 1, output_shape=(size, size)).shape == (1, 3, size, size)
-    assert tc.conv_transpose(y, w, 2, 1, output_shape=(17, 18)).shape == (1, 3, 17, 18)
+        assert tc.conv(x, jnp.ones((2, 3, 3, 3)), None, 2, 1).shape[2:] == (9, 9)
+        assert tc.conv_transpose(y, w, None, 2, 1, output_shape=(size, size)).shape == (1, 3, size, size)
+    assert tc.conv_transpose(y, w, None, 2, 1, output_shape=(17, 18)).shape == (1, 3, 17, 18)
 
 
 @pytest.mark.parametrize("cfg", GRID, ids=str)
@@ -122,7 +122,7 @@ def test_shape_helpers_agree_with_eval_shape(cfg):
     shape = jax.eval_shape(lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs), *cfg.arrays()).shape
     assert shape[2:] == cfg.out_spatial()
     x = jax.ShapeDtypeStruct((1, cfg.c_out_per_group * cfg.groups, *shape[2:]), jnp.float32)
-    conv = lambda x, w: tc.conv(x, w, cfg.stride, cfg.padding, cfg.dilation, cfg.groups)  # noqa: E731
+    conv = lambda x, w: tc.conv(x, w, None, cfg.stride, cfg.padding, cfg.dilation, cfg.groups)  # noqa: E731
     conv_shape = jax.eval_shape(conv, x, jax.ShapeDtypeStruct(cfg.w_shape, jnp.float32)).shape
     assert conv_shape[2:] == tc.conv_output_shape(shape[2:], cfg.kernel, cfg.stride, cfg.padding, cfg.dilation)
 

@@ -11,7 +11,7 @@ W = jnp.ones((4, 3, 3, 3))  # (C_in, C_out // groups, kh, kw)
 
 BAD_CONV_TRANSPOSE = [
     # (args, kwargs, exception, message pattern)
-    ((Y, jnp.ones((5, 3, 3, 3))), {}, ValueError, r"y has 4 channels but w has shape \(5, 3, 3, 3\)"),
+    ((Y, jnp.ones((5, 3, 3, 3))), {}, ValueError, r"input has 4 channels but weight has shape \(5, 3, 3, 3\)"),
     ((Y, W), {"groups": 3}, ValueError, r"groups=3 must divide the 4 input channels"),
     ((Y, W), {"groups": 0}, ValueError, r"groups=0 must be a positive integer"),
     ((Y, W), {"stride": 2, "output_padding": 2}, ValueError, r"output_padding=2 must be smaller than the stride"),
@@ -24,17 +24,21 @@ BAD_CONV_TRANSPOSE = [
         (jnp.ones((4, 5)), jnp.ones((4, 3))),
         {},
         ValueError,
-        r"y has shape \(4, 5\) \(rank 2\); it must have rank 3, 4 or 5",
+        r"weight has shape \(4, 3\) \(rank 2\); it must have rank 3",
     ),
-    ((Y, jnp.ones((4, 3, 3))), {}, ValueError, r"w has shape \(4, 3, 3\) \(rank 3\) but y has rank 4"),
+    # a 1-D kernel for a 2-D input: the message names both ranks the kernel allows and the kernel's dimensionality
+    ((Y, jnp.ones((4, 3, 3))), {}, ValueError, r"input must have rank 3 \(batch, channels, \*spatial\) or 2"),
+    ((jnp.ones((1, 1, 4, 5, 5)), W), {}, ValueError, r"a 2-D kernel; input must have rank 4 .* or 3 \(channels"),
+    ((Y, W), {"bias": jnp.ones(4)}, ValueError, r"bias has shape \(4,\); it must be \(3,\)"),
+    ((Y, W), {"bias": jnp.ones(3, jnp.bfloat16)}, TypeError, r"bias has dtype bfloat16 but input has dtype float32"),
     ((Y, W), {"stride": (1, 2, 3)}, ValueError, r"stride=\(1, 2, 3\) has 3 entries but there are 2 spatial axes"),
     ((Y, W), {"padding": (1, 1, 1)}, ValueError, r"padding=\(1, 1, 1\) has 3 entries"),
     ((Y, W), {"stride": 1.5}, TypeError, r"stride=1.5 must be an int or a tuple of ints"),
     ((Y, W), {"stride": True}, TypeError, r"stride=True must be an int"),
-    ((jnp.ones((1, 4, 5, 5), jnp.int32), W), {}, TypeError, r"y has dtype int32; integer or bool dtypes"),
-    ((Y, jnp.ones((4, 3, 3, 3), bool)), {}, TypeError, r"w has dtype bool; integer or bool dtypes"),
+    ((jnp.ones((1, 4, 5, 5), jnp.int32), W), {}, TypeError, r"input has dtype int32; integer or bool dtypes"),
+    ((Y, jnp.ones((4, 3, 3, 3), bool)), {}, TypeError, r"weight has dtype bool; integer or bool dtypes"),
     ((Y.astype(jnp.complex64), W.astype(jnp.complex64)), {}, TypeError, r"complex dtypes are not supported"),
-    ((Y, W.astype(jnp.bfloat16)), {}, TypeError, r"y has dtype float32 but w has dtype bfloat16"),
+    ((Y, W.astype(jnp.bfloat16)), {}, TypeError, r"input has dtype float32 but weight has dtype bfloat16"),
     ((Y, jnp.ones((4, 3, 0, 3))), {}, ValueError, r"no axis may be empty"),
     ((Y, W), {"method": "fft"}, ValueError, r"method='fft' is not one of"),
     ((Y, W), {"stride": 2, "output_shape": (13, 11)}, ValueError, r"reachable sizes per axis are 11\.\.12, 11\.\.12"),
@@ -42,7 +46,7 @@ BAD_CONV_TRANSPOSE = [
     ((Y, W), {"padding": "FULL"}, ValueError, r"padding='FULL' must be an int, a tuple of ints, 'SAME' or 'VALID'"),
     ((Y, W), {"dimension_numbers": ("NHWC", "HWIO")}, TypeError, r"must be three layout strings"),
     ((Y, W), {"dimension_numbers": ("NHWC", "HWXO", "NHWC")}, ValueError, r"is not a valid lax layout"),
-    (([1, 2], W), {}, ValueError, r"rank 3, 4 or 5"),
+    (([1, 2], W), {}, ValueError, r"input must have rank 4 .* or 3"),
 ]
 
 
@@ -53,7 +57,7 @@ def test_conv_transpose_rejects(args, kwargs, exc, match):
 
 
 BAD_CONV = [
-    ((Y, jnp.ones((3, 5, 3, 3))), {}, ValueError, r"x has 4 channels but w has shape \(3, 5, 3, 3\)"),
+    ((Y, jnp.ones((3, 5, 3, 3))), {}, ValueError, r"input has 4 channels but weight has shape \(3, 5, 3, 3\)"),
     ((Y, jnp.ones((3, 2, 3, 3))), {"groups": 2}, ValueError, r"groups=2 must divide the 3 output channels"),
     ((Y, jnp.ones((3, 4, 7, 7))), {}, ValueError, r"convolution output would have spatial shape \(-1, -1\)"),
     ((Y, jnp.ones((3, 4, 3, 3))), {"padding": "SAME_UPPER"}, ValueError, r"padding='SAME_UPPER'"),

@@ -16,6 +16,7 @@ import transconv_jax as tc
 from transconv_jax import linen as tcl
 from transconv_jax import nnx as tcn
 from transconv_jax._dispatch import FORMS
+from transconv_jax._spec import lax_layout
 
 # Every form a layer's method= may name.
 METHODS = ["auto", *FORMS]
@@ -228,7 +229,7 @@ def test_string_padding_matches_flax(padding, kernel_size, strides, dilation, us
     assert_close(layer(x), ref)
     lax_ref = jax.lax.conv_transpose(
         x, flax_params["kernel"], (strides,) * nd if isinstance(strides, int) else strides, padding,
-        rhs_dilation=(dilation,) * nd, dimension_numbers=tc._flax._LAYOUTS[nd], transpose_kernel=True,
+        rhs_dilation=(dilation,) * nd, dimension_numbers=lax_layout(nd, channels_last=True), transpose_kernel=True,
     )  # fmt: skip
     bias = layer.bias[...] if use_bias else jnp.zeros(4)
     assert_close(layer(x), lax_ref + bias.reshape((1,) * (nd + 1) + (4,)))

@@ -128,7 +128,7 @@ def test_repeated_calls_compile_once():
     for _ in range(3):
         tc.conv_transpose(y, w, **cfg.kwargs)
         # Equal arguments spelled differently (a list, a fresh array) hit the same compiled program.
-        tc.conv_transpose(y + 1, w, list(cfg.stride), cfg.padding, cfg.output_padding, groups=cfg.groups)
+        tc.conv_transpose(y + 1, w, None, list(cfg.stride), cfg.padding, cfg.output_padding, groups=cfg.groups)
     assert _apply._cache_size() == before + 1
 
     traces = []

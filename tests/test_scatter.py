@@ -55,7 +55,7 @@ def _primitive_counts(cfg, scale):
     """How often the scatter form's program, and that of its vjp, use a dot, a pad and a convolution."""
     y, w = jnp.ones((cfg.batch * scale, cfg.c_in, *(n * scale for n in cfg.spatial))), jnp.ones(cfg.w_shape)
     kw = cfg.kwargs
-    args = (kw["stride"], kw["padding"], kw["output_padding"], kw["dilation"], kw["groups"], None, None, None)
+    args = (None, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"], kw["dilation"], None, None, None)
     spec, _ = conv_transpose_spec(y, w, *args)
     form = lambda y, w: conv_transpose_scatter_form(y, w, spec)  # noqa: E731
     backward = lambda y, w: jax.vjp(form, y, w)[1](form(y, w))  # noqa: E731
@@ -129,7 +129,7 @@ def test_adjoint_identity():
     cfg = GRID[5]
     y, w = cfg.arrays(5)
     x = jnp.asarray(np.random.default_rng(6).standard_normal((1, 1, *cfg.out_spatial())), jnp.float32)
-    lhs = jnp.vdot(tc.conv(x, w, cfg.stride, cfg.padding, cfg.dilation, cfg.groups), y)
+    lhs = jnp.vdot(tc.conv(x, w, None, cfg.stride, cfg.padding, cfg.dilation, cfg.groups), y)
     rhs = jnp.vdot(x, tc.conv_transpose_scatter(y, w, **cfg.kwargs))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
 

@@ -13,7 +13,7 @@ from oracle import GRID, HYPOTHESIS, Config, assert_close, check_against_torch, 
 
 import transconv_jax as tc
 from transconv_jax._spec import Spec
-from transconv_jax._subpixel import _plan
+from transconv_jax._subpixel import plan
 
 FUSED = [
     Config(2, 4, 3, 1, (4, 5), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),  # DCGAN
@@ -55,7 +55,7 @@ def test_auto_random_configs_match_torch(cfg):
 )
 def test_plan_fuses_exactly_when_phases_align(kernel, stride, dilation, fused):
     spec = Spec((stride,), ((1, 0),), (dilation,), 1)
-    (axis,) = _plan((5,), (kernel,), spec)
+    (axis,) = plan((5,), (kernel,), spec)
     assert axis.fused == fused
     taps = sorted(t for p in axis.phases for t in p.taps)
     assert taps == list(range(kernel))  # every tap in exactly one phase: no zero is multiplied

@@ -1,4 +1,10 @@
-"""transconv_jax: transposed convolution in JAX with PyTorch's numbers, in four equal forms."""
+"""transconv_jax: transposed convolution in JAX with PyTorch's numbers, in four equal forms.
+
+`transconv_jax.nnx` and `transconv_jax.linen` (the Flax layers) are imported on first use.
+"""
+
+import importlib
+from typing import Any
 
 from ._conv import conv as conv
 from ._dispatch import conv_transpose as conv_transpose
@@ -10,8 +16,22 @@ from ._interop import flax_to_torch as flax_to_torch
 from ._interop import load_torch_weights as load_torch_weights
 from ._interop import torch_to_flax as torch_to_flax
 from ._matmul import conv_matrix as conv_matrix
-from ._matmul import set_matrix_budget as set_matrix_budget
+from ._shuffle import pixel_shuffle as pixel_shuffle
+from ._shuffle import pixel_unshuffle as pixel_unshuffle
+from ._spec import DEFAULT_MATRIX_BUDGET as DEFAULT_MATRIX_BUDGET
 from ._spec import conv_output_shape as conv_output_shape
 from ._spec import conv_transpose_output_shape as conv_transpose_output_shape
 
 __version__ = "0.1.0"
+
+_LAZY = ("nnx", "linen")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -1,18 +1,24 @@
-"""Command line: `python -m transconv_jax demo` and `python -m transconv_jax bench`."""
+"""Command line: `python -m transconv_jax demo` (the benchmarks live in `benchmarks/`)."""
 
+from __future__ import annotations
+
+import argparse
 import sys
 
 
 def main(argv: list[str]) -> int:
-    command, rest = (argv[0], argv[1:]) if argv else ("demo", [])
-    if command == "demo":
-        from ._demo import main as run
-    elif command == "bench":
-        from ._bench import main as run
-    else:
-        print(f"unknown command {command!r}; use 'demo' or 'bench'", file=sys.stderr)
-        return 2
-    return run(rest)
+    parser = argparse.ArgumentParser(
+        prog="python -m transconv_jax",
+        description="transconv_jax: transposed convolution in JAX with PyTorch's numbers.",
+        epilog="Benchmarks: `make bench` (benchmarks/bench.py).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("demo", help="the tutorial's examples, each computed by every form (the default)")
+    args = parser.parse_args(argv)
+    del args  # one command so far
+    from ._demo import main as demo
+
+    return demo([])
 
 
 if __name__ == "__main__":

@@ -1,31 +1,130 @@
-"""The plain convolution (PyTorch's `conv{1,2,3}d`) that every transposed form is the adjoint of."""
+"""The plain convolution (PyTorch's `conv{1,2,3}d`) that every transposed form is the adjoint of,
+and the array helpers the forms share: mixed-precision products, padding, kernel regrouping.
+
+Half precision. Every convolution and matrix product of the library goes through `accumulate`:
+float16 / bfloat16 operands stay in their dtype and the product accumulates in float32 through
+`preferred_element_type`. JAX's own transpose rule of such a product would run the backward in
+float32 (it converts the cotangent and the other operand), so `accumulate` has a `custom_jvp`
+whose tangent is the same product without `preferred_element_type`, on half-precision operands
+with a float32 result: reverse mode then rounds the cotangent to the operands' dtype once and
+runs both gradients as half-precision products, which cuDNN and the TPU accumulate in float32
+anyway (and XLA:CPU computes in float32, rounding the result once).
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._spec import Spec, compute_dtypes, conv_spec, from_canonical, to_canonical
+from ._spec import (
+    Spec,
+    accumulation_dtype,
+    conv_spec,
+    from_canonical,
+    lax_layout,
+    result_dtype,
+    to_canonical,
+)
 
-_NCX = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}
+Product = Callable[..., jax.Array]
+"""A bilinear op `product(a, b, preferred_element_type)`, e.g. a convolution or an einsum."""
+
+
+def accumulate(product: Product, a: jax.Array, b: jax.Array, acc) -> jax.Array:
+    """`product(a, b)` accumulated in `acc`, with half-precision operands kept in their dtype, both ways.
+
+    Args:
+        product: bilinear in `(a, b)`, taking the accumulation dtype as its third argument
+            (`None`: the operands' dtype).
+        a, b: the operands, of one dtype.
+        acc: the accumulation dtype, also the result's.
+
+    Returns:
+        `product(a, b, acc)`; its derivatives are `product` on operands of `a`'s dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> dot = lambda a, b, acc: jnp.dot(a, b, preferred_element_type=acc)
+        >>> accumulate(dot, jnp.ones(3, jnp.bfloat16), jnp.ones(3, jnp.bfloat16), jnp.float32).dtype
+        dtype('float32')
+    """
+    if np.dtype(a.dtype) == np.dtype(acc):
+        return product(a, b, None)
+    return _mixed(product, np.dtype(acc), a, b)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _mixed(product: Product, acc, a: jax.Array, b: jax.Array) -> jax.Array:
+    return product(a, b, acc)
+
+
+@functools.partial(_mixed.defjvp, symbolic_zeros=True)
+def _mixed_jvp(product, acc, primals, tangents):
+    a, b = primals
+    ta, tb = tangents
+    out = _mixed(product, acc, a, b)
+    zero = jax.custom_derivatives.SymbolicZero
+    terms = [product(ta, b, None) if not isinstance(ta, zero) else None]
+    terms.append(product(a, tb, None) if not isinstance(tb, zero) else None)
+    terms = [t.astype(acc) for t in terms if t is not None]
+    return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+
+
+def conv_general(x: jax.Array, w: jax.Array, spec: Spec, **params) -> jax.Array:
+    """`lax.conv_general_dilated(x, w, **params)` with `spec`'s precision, accumulated in `spec`'s dtype.
+
+    `params` are the convolution's own (strides, padding, dilations, dimension numbers, groups);
+    the operands keep their dtype (see `accumulate`).
+    """
+    conv = functools.partial(_conv_product, params=tuple(params.items()), precision=spec.precision)
+    return accumulate(conv, x, w, accumulation_dtype(x.dtype, spec.preferred_element_type))
+
+
+def _conv_product(x, w, acc, *, params, precision):
+    return lax.conv_general_dilated(x, w, **dict(params), precision=precision, preferred_element_type=acc)
 
 
 def conv_canonical(x: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
-    """`conv` on canonical arrays: `x` is `(N, C_in, *spatial)`, `w` is `(C_out, C_in // groups, *kernel)`."""
-    return lax.conv_general_dilated(
+    """`conv` on canonical arrays: `x` is `(N, C_in, *spatial)`, `w` is `(C_out, C_in // groups, *kernel)`.
+
+    The result is in the accumulation dtype (float32 for half-precision operands).
+    """
+    return conv_general(
         x,
         w,
+        spec,
         window_strides=spec.stride,
         padding=spec.padding,
         rhs_dilation=spec.dilation,
-        dimension_numbers=_NCX[spec.ndim],
+        dimension_numbers=lax_layout(spec.ndim),
         feature_group_count=spec.groups,
-        precision=spec.precision,
     )
+
+
+def pad_spatial(x: jax.Array, pads, *, interior=None, channels_last: bool = False) -> jax.Array:
+    """Zero-pad (or crop, where negative) the spatial axes of `(N, C, *spatial)` or `(N, *spatial, C)`.
+
+    Args:
+        x: the array.
+        pads: one `(low, high)` pair per spatial axis.
+        interior: zeros inserted between elements per spatial axis, or None.
+        channels_last: whether the channel axis is last.
+
+    Returns:
+        The padded array (`x` itself when there is nothing to do).
+    """
+    interior = interior or (0,) * len(pads)
+    if all(p == (0, 0) for p in pads) and not any(interior):
+        return x
+    config = [(lo, hi, i) for (lo, hi), i in zip(pads, interior, strict=True)]
+    config = [(0, 0, 0), *config, (0, 0, 0)] if channels_last else [(0, 0, 0)] * 2 + config
+    return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
 def regroup_kernel(w: jax.Array, groups: int) -> jax.Array:
@@ -43,9 +142,22 @@ def flip_kernel(w: jax.Array, groups: int) -> jax.Array:
     return jnp.flip(w, axis=tuple(range(2, w.ndim)))
 
 
+def as_array(a) -> jax.Array:
+    """Keep jax and numpy arrays (and tracers) as they are; turn anything else into a jax array."""
+    return a if hasattr(a, "shape") and hasattr(a, "dtype") else jnp.asarray(a)
+
+
+def add_bias(out: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """`out (N, C, *spatial)` plus `bias (C,)` cast to `out`'s (accumulation) dtype."""
+    if bias is None:
+        return out
+    return out + bias.astype(out.dtype).reshape(-1, *(1,) * (out.ndim - 2))
+
+
 def conv(
-    x: ArrayLike,
-    w: ArrayLike,
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
     stride=1,
     padding=0,
     dilation=1,
@@ -55,13 +167,15 @@ def conv(
     precision=None,
     preferred_element_type=None,
 ) -> jax.Array:
-    """Convolution with PyTorch's numbers (`torch.nn.functional.conv{1,2,3}d`).
+    """Convolution with PyTorch's numbers and positional arguments (`torch.nn.functional.conv{1,2,3}d`).
 
     Strictly a cross-correlation, as in every deep-learning library.
 
     Args:
-        x: input, `(N, C_in, *spatial)` with 1 to 3 spatial axes (or as `dimension_numbers` says).
-        w: kernel, `(C_out, C_in // groups, *kernel)`.
+        input: `(N, C_in, *spatial)` with 1 to 3 spatial axes, or `(C_in, *spatial)` without a batch
+            axis (as in PyTorch), or as `dimension_numbers` say.
+        weight: `(C_out, C_in // groups, *kernel)`.
+        bias: `(C_out,)` or None; added in the accumulation dtype, before the result is rounded.
         stride: int or one int per spatial axis.
         padding: int or one int per axis (PyTorch's meaning: zeros on both sides), a tuple of
             `(low, high)` pairs, or 'SAME' / 'VALID' (JAX's meaning).
@@ -73,7 +187,7 @@ def conv(
             bfloat16 accumulate in float32 and the result has the input dtype.
 
     Returns:
-        The convolution, `(N, C_out, *out_spatial)` in the output layout.
+        The convolution, `(N, C_out, *out_spatial)` in the output layout (no batch axis if `input` has none).
 
     Example:
         >>> import jax.numpy as jnp
@@ -83,18 +197,17 @@ def conv(
         Array([[27., 37.],
                [57., 67.]], dtype=float32)
     """
-    x, w = _as_array(x), _as_array(w)
-    spec, layout = conv_spec(x, w, stride, padding, dilation, groups, dimension_numbers, precision)
-    return _conv_jit(x, w, spec, layout, compute_dtypes(x.dtype, preferred_element_type))
+    input, weight, bias = as_array(input), as_array(weight), None if bias is None else as_array(bias)
+    spec, layout = conv_spec(
+        input, weight, bias, stride, padding, dilation, groups, dimension_numbers, precision, preferred_element_type
+    )
+    return _conv_jit(input, weight, bias, spec, layout)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _conv_jit(x, w, spec, layout, dtypes):
-    compute, result = dtypes
-    x, w = to_canonical(x, layout.lhs).astype(compute), to_canonical(w, layout.rhs).astype(compute)
-    return from_canonical(conv_canonical(x, w, spec).astype(result), layout.out)
-
-
-def _as_array(a):
-    """Keep jax and numpy arrays (and tracers) as they are; turn anything else into a jax array."""
-    return a if hasattr(a, "shape") and hasattr(a, "dtype") else jnp.asarray(a)
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _conv_jit(x, w, bias, spec, layout):
+    with jax.named_scope("transconv_jax.conv"):
+        x = to_canonical(x if layout.batched else jnp.expand_dims(x, layout.lhs[0]), layout.lhs)
+        out = add_bias(conv_canonical(x, to_canonical(w, layout.rhs), spec), bias)
+        out = from_canonical(out.astype(result_dtype(x.dtype, spec)), layout.out)
+        return out if layout.batched else jnp.squeeze(out, layout.out[0])

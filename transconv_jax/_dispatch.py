@@ -1,16 +1,26 @@
-"""`conv_transpose`: check the arguments once, pick a form (`method=`), run it under `jax.jit`."""
-
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import jax
+import jax.numpy as jnp
+from jax import lax
 from jax.typing import ArrayLike
 
-from ._conv import _as_array
+from ._conv import add_bias, as_array
 from ._matmul import conv_transpose_matmul_form
 from ._scatter import conv_transpose_scatter_form
-from ._spec import Layout, Spec, check_method, compute_dtypes, conv_transpose_spec, from_canonical, to_canonical
+from ._spec import (
+    Layout,
+    Method,
+    Spec,
+    check_method,
+    conv_transpose_spec,
+    from_canonical,
+    result_dtype,
+    to_canonical,
+)
 from ._subpixel import conv_transpose_subpixel_form, phases_fuse
 from ._vjp import conv_transpose_vjp_form
 
@@ -23,41 +33,46 @@ FORMS = {
 
 
 def conv_transpose(
-    y: ArrayLike,
-    w: ArrayLike,
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
     stride=1,
     padding=0,
     output_padding=0,
-    dilation=1,
     groups: int = 1,
+    dilation=1,
     *,
     output_shape=None,
-    method: str = "auto",
+    method: Method = "auto",
     dimension_numbers=None,
     precision=None,
     preferred_element_type=None,
+    matrix_budget: int | None = None,
 ) -> jax.Array:
-    """Transposed convolution with PyTorch's numbers (`torch.nn.functional.conv_transpose{1,2,3}d`).
+    """Transposed convolution with PyTorch's numbers and positional arguments (`torch.nn.functional.conv_transpose{1,2,3}d`).
 
-    It is the adjoint of `conv(., w, stride, padding, dilation, groups)`: for every `x` and `y`,
-    `<conv(x, w), y> == <x, conv_transpose(y, w)>`. Each input element, times the kernel, is
-    added into the output at `stride` spacing; `padding` then crops the output.
+    It is the adjoint of `conv(., weight, None, stride, padding, dilation, groups)`: for every `x`
+    and `y`, `<conv(x, w), y> == <x, conv_transpose(y, w)>`. Each input element, times the kernel,
+    is added into the output at `stride` spacing; `padding` then crops the output.
 
     Note that the conventions are PyTorch's, not those of `jax.lax.conv_transpose` or Flax's
     `ConvTranspose`: integer padding crops the output, the kernel is used as stored (never
-    flipped by the caller), and `w` is the same array as the weight of the conv it transposes.
+    flipped by the caller), and `weight` is the same array as the weight of the conv it transposes.
+    The positional order is PyTorch's too: `groups` before `dilation`.
 
     Args:
-        y: input, `(N, C_in, *spatial)` with 1 to 3 spatial axes (or as `dimension_numbers` says).
-        w: kernel, `(C_in, C_out // groups, *kernel)`, PyTorch's ConvTranspose weight layout.
+        input: `(N, C_in, *spatial)` with 1 to 3 spatial axes, or `(C_in, *spatial)` without a batch
+            axis (as in PyTorch), or as `dimension_numbers` say.
+        weight: `(C_in, C_out // groups, *kernel)`, PyTorch's ConvTranspose weight layout.
+        bias: `(C_out,)` or None; added in the accumulation dtype, before the result is rounded.
         stride: int or one int per spatial axis.
         padding: int or one int per axis: PyTorch's meaning (crop that many from both ends of
             the output); a tuple of `(low, high)` pairs; or 'SAME' / 'VALID', meaning what
             `jax.lax.conv_transpose(..., transpose_kernel=True)` gives.
         output_padding: int or one int per axis, added to the end of the output; smaller than
             the stride or the dilation of that axis.
-        dilation: int or one int per axis.
         groups: number of channel groups.
+        dilation: int or one int per axis.
         output_shape: the wanted spatial output size; picks `output_padding` for you.
         method: 'auto' (default), 'vjp', 'matmul', 'scatter' or 'subpixel'. All give the same
             numbers to float tolerance; they differ in speed and memory.
@@ -65,10 +80,11 @@ def conv_transpose(
             `O` are this transposed convolution's own input and output channels.
         precision: passed to the underlying `jax.lax` operations.
         preferred_element_type: the accumulation dtype, also the result's. By default float16 and
-            bfloat16 inputs accumulate in float32 and the result has the input dtype.
+            bfloat16 operands stay in their dtype, accumulate in float32, and the result has their dtype.
+        matrix_budget: bytes the explicit matrix of `method="matmul"` may take (static); None for 256 MiB.
 
     Returns:
-        `(N, C_out, *out_spatial)` in the output layout, where per axis
+        `(N, C_out, *out_spatial)` in the output layout (no batch axis if `input` has none), where per axis
         `out = (n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1`.
 
     Example:
@@ -79,18 +95,21 @@ def conv_transpose(
                [ 0.,  4.,  6.],
                [ 4., 12.,  9.]], dtype=float32)
     """
-    y, w = _as_array(y), _as_array(w)
+    input, weight, bias = as_array(input), as_array(weight), None if bias is None else as_array(bias)
     method = check_method(method)
     spec, layout = conv_transpose_spec(
-        y, w, stride, padding, output_padding, dilation, groups, output_shape, dimension_numbers, precision
-    )
-    if method == "auto":
-        method = auto_method(spec, _shape(y, layout.lhs), _shape(w, layout.rhs), jax.default_backend())
-    return _apply(y, w, spec, layout, method, compute_dtypes(y.dtype, preferred_element_type))
+        input, weight, bias, stride, padding, output_padding, groups, dilation, output_shape, dimension_numbers,
+        precision, preferred_element_type, matrix_budget,
+    )  # fmt: skip
+    return _apply(input, weight, bias, spec, layout, method)
 
 
-def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], backend: str) -> str:
-    """The form `method='auto'` runs, from static facts only (canonical shapes, backend).
+def auto_method(
+    spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], *, platform: str = "cpu"
+) -> Literal["vjp", "matmul", "scatter", "subpixel"]:
+    """The form `method='auto'` runs on `platform`, from static facts only (canonical shapes, the platform).
+
+    This is the one place where a choice depends on the backend; `auto_form` applies it per lowering platform.
 
     Every form gives the same numbers to float tolerance; this only picks the fastest. The CPU
     policy comes from `python -m transconv_jax bench` (BENCHMARKS.md, "Decoder layers"):
@@ -112,52 +131,153 @@ def auto_method(spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], 
         spec: the canonical `Spec`.
         y_shape: canonical input shape `(N, C_in, *spatial)`.
         w_shape: canonical kernel shape `(C_in, C_out // groups, *kernel)`.
-        backend: `jax.default_backend()`, e.g. 'cpu' or 'gpu'.
+        platform: a lowering platform: 'cpu', 'cuda', 'rocm' or 'tpu'.
 
     Returns:
         One of the keys of `FORMS`.
 
     Example:
         >>> from transconv_jax._spec import Spec
-        >>> auto_method(Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1), (8, 256, 16, 16), (256, 128, 4, 4), "cpu")
+        >>> auto_method(Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1), (8, 256, 16, 16), (256, 128, 4, 4), platform="cpu")
         'subpixel'
     """
-    if backend != "cpu":
+    if platform != "cpu":
         return "vjp"
     kernel = w_shape[2:]
     if spec.groups > 1:
         return "subpixel"
-    if max(spec.stride) == 1 or all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
+    if max(spec.stride) == 1 or all(
+        k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)
+    ):
         return "scatter"
     return "subpixel" if phases_fuse(y_shape[2:], kernel, spec) else "scatter"
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _apply(y: jax.Array, w: jax.Array, spec: Spec, layout: Layout, method: str, dtypes) -> jax.Array:
-    compute, result = dtypes
-    y, w = to_canonical(y, layout.lhs).astype(compute), to_canonical(w, layout.rhs).astype(compute)
-    return from_canonical(FORMS[method](y, w, spec).astype(result), layout.out)
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _apply(y, w, bias, spec: Spec, layout: Layout, method: Method) -> jax.Array:
+    y = to_canonical(y if layout.batched else jnp.expand_dims(y, layout.lhs[0]), layout.lhs)
+    w = to_canonical(w, layout.rhs)
+    if method == "auto":
+        out = auto_form(y, w, spec)
+    else:
+        with jax.named_scope(f"transconv_jax.{method}"):
+            out = FORMS[method](y, w, spec)
+    out = from_canonical(add_bias(out, bias).astype(result_dtype(y.dtype, spec)), layout.out)
+    return out if layout.batched else jnp.squeeze(out, layout.out[0])
 
 
-def _shape(a, perm) -> tuple[int, ...]:
-    return tuple(int(a.shape[p]) for p in perm)
+def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
+    """`method="auto"`: the form `auto_method` picks for the platform the function is lowered for.
+
+    All branches are traced; `jax.lax.platform_dependent` keeps the one of the lowering platform
+    (each platform's, in a multi-platform `jax.export`), so the choice follows where the code runs,
+    not `jax.default_backend()` at trace time.
+    """
+    choices = {p: auto_method(spec, y.shape, w.shape, platform=p) for p in ("cpu", "cuda", "rocm", "tpu")}
+
+    def run(name):
+        def form(y, w):
+            with jax.named_scope(f"transconv_jax.{name}"):
+                return FORMS[name](y, w, spec)
+
+        return form
+
+    branches = {name: run(name) for name in set(choices.values())}
+    if len(branches) == 1:
+        return next(iter(branches.values()))(y, w)
+    default = branches[choices["cuda"]]
+    per_platform = {p: branches[m] for p, m in choices.items() if branches[m] is not default}
+    return lax.platform_dependent(y, w, default=default, **per_platform)
 
 
-def conv_transpose_vjp(y: ArrayLike, w: ArrayLike, *args, **kwargs) -> jax.Array:
-    """`conv_transpose(..., method="vjp")`: the linear transpose of `conv`, the defining form."""
-    return conv_transpose(y, w, *args, method="vjp", **kwargs)
+def conv_transpose_vjp(
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+    *,
+    output_shape=None,
+    dimension_numbers=None,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
+    """`conv_transpose(..., method="vjp")`: the lowering of the linear transpose of `conv`, the definition."""
+    return conv_transpose(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, output_shape=output_shape,
+        method="vjp", dimension_numbers=dimension_numbers, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )  # fmt: skip
 
 
-def conv_transpose_matmul(y: ArrayLike, w: ArrayLike, *args, **kwargs) -> jax.Array:
+def conv_transpose_matmul(
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+    *,
+    output_shape=None,
+    dimension_numbers=None,
+    precision=None,
+    preferred_element_type=None,
+    matrix_budget: int | None = None,
+) -> jax.Array:
     """`conv_transpose(..., method="matmul")`: `W.T @ y` with the conv's explicit matrix `W`."""
-    return conv_transpose(y, w, *args, method="matmul", **kwargs)
+    return conv_transpose(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, output_shape=output_shape,
+        method="matmul", dimension_numbers=dimension_numbers, precision=precision,
+        preferred_element_type=preferred_element_type, matrix_budget=matrix_budget,
+    )  # fmt: skip
 
 
-def conv_transpose_scatter(y: ArrayLike, w: ArrayLike, *args, **kwargs) -> jax.Array:
+def conv_transpose_scatter(
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+    *,
+    output_shape=None,
+    dimension_numbers=None,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
     """`conv_transpose(..., method="scatter")`: a GEMM, then each kernel tap added into the output."""
-    return conv_transpose(y, w, *args, method="scatter", **kwargs)
+    return conv_transpose(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, output_shape=output_shape,
+        method="scatter", dimension_numbers=dimension_numbers, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )  # fmt: skip
 
 
-def conv_transpose_subpixel(y: ArrayLike, w: ArrayLike, *args, **kwargs) -> jax.Array:
+def conv_transpose_subpixel(
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+    *,
+    output_shape=None,
+    dimension_numbers=None,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
     """`conv_transpose(..., method="subpixel")`: stride-1 convs of the kernel's phases, interleaved."""
-    return conv_transpose(y, w, *args, method="subpixel", **kwargs)
+    return conv_transpose(
+        input, weight, bias, stride, padding, output_padding, groups, dilation, output_shape=output_shape,
+        method="subpixel", dimension_numbers=dimension_numbers, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )  # fmt: skip

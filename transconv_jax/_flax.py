@@ -24,15 +24,9 @@ from flax.nnx.nn.dtypes import promote_dtype
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from ._dispatch import conv_transpose
-from ._spec import _int_tuple, _is_int
+from ._spec import int_tuple, is_int, lax_layout
 
 IntOrTuple = int | Sequence[int]
-
-_LAYOUTS = {
-    1: ("NWC", "WIO", "NWC"),
-    2: ("NHWC", "HWIO", "NHWC"),
-    3: ("NDHWC", "DHWIO", "NDHWC"),
-}
 
 
 def default_kernel_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
@@ -113,24 +107,23 @@ def conv_transpose_channels_last(
     out = conv_transpose(
         x.reshape((math.prod(batch), *rest)),
         kernel,
-        strides,
-        padding,
-        output_padding,
-        kernel_dilation,
-        feature_group_count,
+        bias,
+        stride=strides,
+        padding=padding,
+        output_padding=output_padding,
+        groups=feature_group_count,
+        dilation=kernel_dilation,
         output_shape=output_shape,
         method=method,
-        dimension_numbers=_LAYOUTS[nd],
+        dimension_numbers=lax_layout(nd, channels_last=True),
         precision=precision,
     )
-    if bias is not None:
-        out = out + bias.reshape((1,) * (out.ndim - 1) + bias.shape)
     return out.reshape((*batch, *out.shape[1:]))
 
 
 def kernel_tuple(kernel_size: IntOrTuple) -> tuple[int, ...]:
     """`kernel_size` as a tuple of 1 to 3 positive ints; an int means one spatial axis (as in Flax)."""
-    k = _int_tuple("kernel_size", kernel_size, None, minimum=1)
+    k = int_tuple("kernel_size", kernel_size, None, minimum=1)
     if not 1 <= len(k) <= 3:
         raise ValueError(f"kernel_size={kernel_size!r} must have 1, 2 or 3 entries (one per spatial axis).")
     return k
@@ -140,7 +133,7 @@ def kernel_shape(kernel_size: IntOrTuple, in_features: int, out_features: int, g
     """The kernel's shape `(*kernel_size, in_features, out_features // groups)`, arguments checked."""
     k = kernel_tuple(kernel_size)
     for name, n in (("feature_group_count", groups), ("in_features", in_features), ("out_features", out_features)):
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"{name}={n!r} must be a positive integer.")
         if n % groups:
             raise ValueError(f"feature_group_count={groups} must divide {name}={n}.")

@@ -6,13 +6,16 @@ from the output position, the tap and the channels. One scatter puts the kernel 
 (dense), or the same indices and values make a `BCOO` (sparse). The per-axis index arithmetic is
 plain numpy on static shapes; the product over axes and channels is built in the traced graph.
 
-A memory guard runs first, on integers only: dense while the matrix fits the budget (see
-`set_matrix_budget`), else sparse while that fits, else a `ValueError` naming the sizes.
+A memory guard runs first, on integers only: dense while the matrix fits the budget
+(`matrix_budget=`, static), else sparse while that fits, else a `ValueError` naming the sizes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
+from typing import Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -20,47 +23,50 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jax.typing import ArrayLike
 
-from ._conv import _as_array
-from ._spec import Spec, _int_tuple, _is_int, conv_spatial, conv_spec, transpose_spatial
+from ._conv import accumulate, as_array
+from ._spec import Spec, accumulation_dtype, conv_spatial, conv_spec, int_tuple, transpose_spatial, with_matrix_budget
 
-DEFAULT_MATRIX_BUDGET = 256 * 2**20
-"""The default budget, in bytes, for one explicit matrix: 256 MiB."""
-
-_budget = DEFAULT_MATRIX_BUDGET
 _INDEX_BYTES = 2 * 4  # a sparse entry's (row, column), int32
 
 
-def set_matrix_budget(nbytes: int | None) -> int:
-    """Set the memory budget for the explicit matrix of `conv_matrix` and `method="matmul"`.
+@overload
+def conv_matrix(
+    weight: ArrayLike,
+    input_shape: Sequence[int],
+    stride=...,
+    padding=...,
+    dilation=...,
+    groups: int = ...,
+    *,
+    sparse: Literal[False] = ...,
+    matrix_budget: int | None = ...,
+) -> jax.Array: ...
 
-    A dense matrix takes `rows * cols * itemsize` bytes, a sparse one `nnz * (itemsize + 8)`.
-    `method="matmul"` uses dense while it fits, else sparse while it fits, else refuses. The
-    budget is read when a function is traced, so this also clears JAX's compilation caches:
-    functions compiled under the old budget are traced again.
 
-    Args:
-        nbytes: the budget in bytes, or None for `DEFAULT_MATRIX_BUDGET` (256 MiB).
-
-    Returns:
-        The previous budget, to restore it later.
-
-    Example:
-        >>> old = set_matrix_budget(2**30)
-        >>> set_matrix_budget(old)
-        1073741824
-    """
-    global _budget
-    if nbytes is not None and not _is_int(nbytes):
-        raise TypeError(f"nbytes={nbytes!r} must be an int (a number of bytes), or None for the default 256 MiB.")
-    if nbytes is not None and nbytes < 0:
-        raise ValueError(f"nbytes={nbytes!r} must be >= 0; 0 refuses every matrix, None restores the default 256 MiB.")
-    old, _budget = _budget, DEFAULT_MATRIX_BUDGET if nbytes is None else int(nbytes)
-    jax.clear_caches()
-    return old
+@overload
+def conv_matrix(
+    weight: ArrayLike,
+    input_shape: Sequence[int],
+    stride=...,
+    padding=...,
+    dilation=...,
+    groups: int = ...,
+    *,
+    sparse: Literal[True],
+    matrix_budget: int | None = ...,
+) -> jsparse.BCOO: ...
 
 
 def conv_matrix(
-    w: ArrayLike, input_shape, stride=1, padding=0, dilation=1, groups: int = 1, *, sparse: bool = False
+    weight: ArrayLike,
+    input_shape: Sequence[int],
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    sparse: bool = False,
+    matrix_budget: int | None = None,
 ) -> jax.Array | jsparse.BCOO:
     """The matrix `W` of `conv` for one example: `conv(x)[i].ravel() == W @ x[i].ravel()`.
 
@@ -70,17 +76,19 @@ def conv_matrix(
     transposed convolution with the same arguments is `W.T`.
 
     Args:
-        w: conv kernel, `(C_out, C_in // groups, *kernel)` with 1 to 3 spatial axes.
+        weight: conv kernel, `(C_out, C_in // groups, *kernel)` with 1 to 3 spatial axes.
         input_shape: `(C_in, *spatial)`, the shape of one example `x[i]` of the conv input.
         stride: int or one int per spatial axis.
         padding: as for `conv`: PyTorch's ints, `(low, high)` pairs, or 'SAME' / 'VALID'.
         dilation: int or one int per axis.
         groups: number of channel groups.
         sparse: return a `jax.experimental.sparse.BCOO` holding exactly the structural nonzeros.
+        matrix_budget: the most bytes the matrix may take (static), None for `DEFAULT_MATRIX_BUDGET`
+            (256 MiB); a dense matrix takes `rows * cols * itemsize`, a sparse one `nnz * (itemsize + 8)`.
 
     Returns:
         `(C_out * prod(out_spatial), C_in * prod(spatial))`, dense or BCOO. Raises `ValueError`
-        before allocating if it exceeds the budget of `set_matrix_budget`.
+        before allocating if it exceeds `matrix_budget`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -90,8 +98,8 @@ def conv_matrix(
                [0., 0., 0., 1., 2., 0., 3., 4., 0.],
                [0., 0., 0., 0., 1., 2., 0., 3., 4.]], dtype=float32)
     """
-    w = _as_array(w)
-    spec, input_shape = _conv_matrix_spec(w, input_shape, stride, padding, dilation, groups)
+    w = as_array(weight)
+    spec, input_shape = _conv_matrix_spec(w, input_shape, stride, padding, dilation, groups, matrix_budget)
     kind = "sparse" if sparse else "dense"
     _guard(w.shape, input_shape, spec, w.dtype, (kind,), f"conv_matrix(sparse={sparse})")
     return _matrix(w, input_shape, spec, kind)
@@ -102,9 +110,10 @@ def conv_transpose_matmul_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Ar
 
     `w` `(C_in, C_out // groups, *kernel)` read as a conv kernel maps `C_out` channels on the
     transposed output's grid to the `C_in` channels of `y`: `W` is that conv's matrix, with the
-    negative high padding of `output_padding` cropping the conv's input. Dense if it fits the
-    budget (`set_matrix_budget`), else sparse (`BCOO`), else a `ValueError` at trace time.
-    `spec.precision` reaches the dense matmul; the sparse product takes none.
+    negative high padding of `output_padding` cropping the conv's input. Dense if it fits
+    `spec.matrix_budget`, else sparse (`BCOO`), else a `ValueError` at trace time.
+    `spec.precision` reaches the dense matmul; the sparse product takes none. The result is in the
+    accumulation dtype.
 
     A NaN or inf in `y` spreads differently here: the dense product sums `0 * y` over every
     structural zero of a column, and `0 * NaN = NaN`, so one NaN in an example makes that whole
@@ -118,13 +127,26 @@ def conv_transpose_matmul_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Ar
 def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.Array:
     """`W.T @ y` with `W` built `kind` = 'dense' or 'sparse', unguarded: the form's body (and the benchmark's)."""
     in_shape = _transposed_grid(y.shape, w.shape, spec)
-    mat = _matrix(w, in_shape, spec, kind)
     flat = y.reshape(y.shape[0], math.prod(y.shape[1:]))
+    acc = accumulation_dtype(y.dtype, spec.preferred_element_type)
     if kind == "dense":
-        out = jnp.matmul(flat, mat, precision=spec.precision)
+        product = functools.partial(_dense_product, precision=spec.precision)
+        out = accumulate(product, flat, _matrix(w, in_shape, spec, kind), acc)
     else:
-        out = jsparse.bcoo_dot_general(flat, mat, dimension_numbers=(((1,), (0,)), ((), ())))
+        rows, cols, _, _ = matrix_sizes(w.shape, in_shape, spec, w.dtype)
+        row, col, tap = _entries(w.shape, in_shape, spec)
+        product = functools.partial(_sparse_product, indices=jnp.stack([row, col], axis=1), shape=(rows, cols))
+        out = accumulate(product, flat, w.reshape(-1)[tap], acc)
     return out.reshape(y.shape[0], *in_shape)
+
+
+def _dense_product(flat, mat, acc, *, precision):
+    return jnp.matmul(flat, mat, precision=precision, preferred_element_type=acc)
+
+
+def _sparse_product(flat, values, acc, *, indices, shape):
+    mat = jsparse.BCOO((values, indices), shape=shape, unique_indices=True)
+    return jsparse.bcoo_dot_general(flat, mat, dimension_numbers=(((1,), (0,)), ((), ())), preferred_element_type=acc)
 
 
 def _transposed_grid(y_shape, w_shape, spec: Spec) -> tuple[int, ...]:
@@ -151,14 +173,15 @@ def _guard(w_shape, input_shape, spec, dtype, kinds, who) -> str:
     size = {"dense": dense, "sparse": sparse}
     if max(rows, cols) < 2**31:
         for kind in kinds:
-            if size[kind] <= _budget:
+            if size[kind] <= spec.matrix_budget:
                 return kind
-    limit = "the matrix budget of " + _mib(_budget) + (" or the int32 index range" if max(rows, cols) >= 2**31 else "")
+    limit = f"matrix_budget={spec.matrix_budget} ({_mib(spec.matrix_budget)})"
+    limit += " or the int32 index range" if max(rows, cols) >= 2**31 else ""
     alternative = "" if "sparse" in kinds else " or pass sparse=True"
     raise ValueError(
         f"{who}: the conv matrix is {rows} x {cols}: {_mib(dense)} dense, {_mib(sparse)} sparse (BCOO), over "
         f"{limit}. Use method='vjp' (or 'scatter' / 'subpixel'), which never builds the matrix, or raise the budget "
-        f"with transconv_jax.set_matrix_budget(nbytes){alternative}."
+        f"with matrix_budget=nbytes{alternative}."
     )
 
 
@@ -234,14 +257,14 @@ def _matrix(w: jax.Array, input_shape, spec: Spec, kind: str) -> jax.Array | jsp
     return jnp.zeros((rows, cols), w.dtype).at[row, col].set(values, unique_indices=True)
 
 
-def _conv_matrix_spec(w, input_shape, stride, padding, dilation, groups) -> tuple[Spec, tuple[int, ...]]:
+def _conv_matrix_spec(w, input_shape, stride, padding, dilation, groups, budget) -> tuple[Spec, tuple[int, ...]]:
     """Check `conv_matrix`'s arguments with `conv`'s own checks, on a one-example input."""
-    input_shape = _int_tuple("input_shape", input_shape, None, minimum=1)
+    input_shape = int_tuple("input_shape", input_shape, None, minimum=1)
     if not 2 <= len(input_shape) <= 4 or len(input_shape) + 1 != getattr(w, "ndim", -1):
         raise ValueError(
             f"input_shape={input_shape} must be (C_in, *spatial) with 1 to 3 spatial axes, one per kernel axis of "
             f"w (shape {tuple(getattr(w, 'shape', ()))}, i.e. (C_out, C_in // groups, *kernel)): no batch axis."
         )
     x = jax.ShapeDtypeStruct((1, *input_shape), w.dtype)
-    spec, _ = conv_spec(x, w, stride, padding, dilation, groups, None, None)
-    return spec, input_shape
+    spec, _ = conv_spec(x, w, None, stride, padding, dilation, groups, None, None)
+    return with_matrix_budget(spec, budget), input_shape

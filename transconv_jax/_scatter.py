@@ -24,6 +24,7 @@ slice per tap, concatenated, then two GEMMs.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -31,7 +32,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._spec import Spec, dilated_kernel, transpose_spatial
+from ._conv import accumulate, pad_spatial
+from ._shuffle import interleave
+from ._spec import Spec, accumulation_dtype, dilated_kernel, transpose_spatial
 
 _SPATIAL = "stu"  # einsum letters of the spatial axes, up to 3-D
 
@@ -46,7 +49,8 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
             extends it).
 
     Returns:
-        `(N, C_out, *out_spatial)` with `out_spatial = transpose_spatial(spatial, kernel, spec)`.
+        `(N, C_out, *out_spatial)` with `out_spatial = transpose_spatial(spatial, kernel, spec)`, in the
+        accumulation dtype.
 
     Example:
         >>> import jax.numpy as jnp
@@ -64,6 +68,10 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     return _interleave(phases, spec, out_spatial)
 
 
+def _einsum(subscripts: str, a, b, acc, *, precision):
+    return jnp.einsum(subscripts, a, b, precision=precision, preferred_element_type=acc)
+
+
 def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
     """The GEMM: one `(C_out, N, *spatial)` array per kernel tap, in row-major tap order.
 
@@ -78,7 +86,8 @@ def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
     s = _SPATIAL[: spec.ndim]
     yg = y.reshape(n, g, c_in // g, *spatial)
     wg = w.reshape(g, c_in // g, c_out_g, taps)
-    cols = jnp.einsum(f"gcok,ngc{s}->gokn{s}", wg, yg, precision=spec.precision)
+    product = functools.partial(_einsum, f"gcok,ngc{s}->gokn{s}", precision=spec.precision)
+    cols = accumulate(product, wg, yg, accumulation_dtype(y.dtype, spec.preferred_element_type))
     cols = cols.reshape(g * c_out_g, taps, n, *spatial)
     return [c.reshape(g * c_out_g, n, *spatial) for c in lax.split(cols, (1,) * taps, axis=1)]
 
@@ -96,22 +105,18 @@ def _blocks(spatial, kernel, spec: Spec) -> tuple[int, ...]:
 def _place(col: jax.Array, tap: tuple[int, ...], spec: Spec, blocks: tuple[int, ...]):
     """The output phase `r` that one tap's columns land in, and the columns padded into it."""
     offsets = [divmod(d * t, s) for t, s, d in zip(tap, spec.stride, spec.dilation, strict=True)]
-    config = [(0, 0, 0)] * 2 + [(q, b - q - n, 0) for (q, _), b, n in zip(offsets, blocks, col.shape[2:], strict=True)]
-    return tuple(r for _, r in offsets), lax.pad(col, jnp.zeros((), col.dtype), config)
+    pads = [(q, b - q - n) for (q, _), b, n in zip(offsets, blocks, col.shape[2:], strict=True)]
+    return tuple(r for _, r in offsets), pad_spatial(col, pads)
 
 
 def _interleave(phases: dict, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
     """Row `q * s + r` of the output is row `q` of phase `r`, and `(C, N)` becomes `(N, C)`; then crop."""
     first = next(iter(phases.values()))
-    c, n, *blocks = first.shape
     zeros = jnp.zeros_like(first)  # phases no tap reaches (kernel smaller than stride, or dilation)
     stacked = jnp.stack([phases.get(r, zeros) for r in _taps(spec.stride)], axis=-1)
-    nd = spec.ndim
-    stacked = stacked.reshape(c, n, *blocks, *spec.stride)
-    perm = (1, 0, *itertools.chain.from_iterable((2 + i, 2 + nd + i) for i in range(nd)))
-    full = stacked.transpose(perm).reshape(n, c, *(b * s for b, s in zip(blocks, spec.stride, strict=True)))
-    low = [lo for lo, _ in spec.padding]
-    return lax.slice(full, (0, 0, *low), (n, c, *(lo + size for lo, size in zip(low, out_spatial, strict=True))))
+    full = interleave(stacked, "CN" + "X" * spec.ndim + "P", spec.stride)
+    crop = [(-lo, size + lo - n) for (lo, _), size, n in zip(spec.padding, out_spatial, full.shape[2:], strict=True)]
+    return pad_spatial(full, crop)
 
 
 def _taps(shape: tuple[int, ...]):

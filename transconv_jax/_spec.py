@@ -15,13 +15,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-METHODS = ("auto", "vjp", "matmul", "scatter", "subpixel")
+Method = Literal["auto", "vjp", "matmul", "scatter", "subpixel"]
+METHODS: tuple[Method, ...] = ("auto", "vjp", "matmul", "scatter", "subpixel")
+
+DEFAULT_MATRIX_BUDGET = 256 * 2**20
+"""The default budget, in bytes, for one explicit conv matrix (`method="matmul"`, `conv_matrix`): 256 MiB."""
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -39,6 +43,8 @@ class Spec:
     dilation: tuple[int, ...]
     groups: int
     precision: Any = None
+    preferred_element_type: Any = None
+    matrix_budget: int = DEFAULT_MATRIX_BUDGET
 
     @property
     def ndim(self) -> int:
@@ -56,10 +62,24 @@ class Layout:
     lhs: tuple[int, ...]
     rhs: tuple[int, ...]
     out: tuple[int, ...]
+    batched: bool = True
 
     @property
     def is_canonical(self) -> bool:
         return all(p == tuple(range(len(p))) for p in (self.lhs, self.rhs, self.out))
+
+
+def lax_layout(ndim: int, channels_last: bool = False) -> tuple[str, str, str]:
+    """The `jax.lax` dimension numbers of channels-first (or channels-last) arrays with `ndim` spatial axes.
+
+    Example:
+        >>> lax_layout(2), lax_layout(1, channels_last=True)
+        (('NCHW', 'OIHW', 'NCHW'), ('NWC', 'WIO', 'NWC'))
+    """
+    sp = "DHW"[3 - ndim :]
+    if channels_last:
+        return (f"N{sp}C", f"{sp}IO", f"N{sp}C")
+    return (f"NC{sp}", f"OI{sp}", f"NC{sp}")
 
 
 # --------------------------------------------------------------------------- shape arithmetic
@@ -95,9 +115,9 @@ def conv_output_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1)
         >>> conv_output_shape((17, 18), 3, stride=2, padding=1)
         (9, 9)
     """
-    input_shape = _int_tuple("input_shape", input_shape, None)
+    input_shape = int_tuple("input_shape", input_shape, None)
     ndim = len(input_shape)
-    kernel = _int_tuple("kernel_size", kernel_size, ndim, minimum=1)
+    kernel = int_tuple("kernel_size", kernel_size, ndim, minimum=1)
     spec = _spec(ndim, input_shape, kernel, stride, padding, dilation, 1, None, transpose=False)
     return conv_spatial(input_shape, kernel, spec)
 
@@ -114,9 +134,9 @@ def conv_transpose_output_shape(
         >>> conv_transpose_output_shape((9, 9), 3, stride=2, padding=1, output_padding=(0, 1))
         (17, 18)
     """
-    input_shape = _int_tuple("input_shape", input_shape, None)
+    input_shape = int_tuple("input_shape", input_shape, None)
     ndim = len(input_shape)
-    kernel = _int_tuple("kernel_size", kernel_size, ndim, minimum=1)
+    kernel = int_tuple("kernel_size", kernel_size, ndim, minimum=1)
     spec = _spec(ndim, input_shape, kernel, stride, padding, dilation, 1, None, output_padding=output_padding)
     return transpose_spatial(input_shape, kernel, spec)
 
@@ -125,82 +145,128 @@ def conv_transpose_output_shape(
 
 
 def conv_transpose_spec(
-    y, w, stride, padding, output_padding, dilation, groups, output_shape, dimension_numbers, precision
+    input,
+    weight,
+    bias,
+    stride,
+    padding,
+    output_padding,
+    groups,
+    dilation,
+    output_shape,
+    dimension_numbers,
+    precision,
+    preferred_element_type=None,
+    matrix_budget=None,
 ) -> tuple[Spec, Layout]:
     """Check every argument of `conv_transpose` and return its canonical `Spec` and `Layout`."""
-    ndim = _rank("y", y, "w", w)
-    layout = _layout(dimension_numbers, ndim, transpose=True)
-    yshape, wshape = _permute(y.shape, layout.lhs), _permute(w.shape, layout.rhs)
-    _check_dtypes(y, w, "y")
+    ndim, batched = _rank(input, weight)
+    layout = _layout(dimension_numbers, ndim, transpose=True, batched=batched)
+    yshape, wshape = batch_shape(input.shape, layout), permute(weight.shape, layout.rhs)
+    _check_dtypes(input, weight)
     _check_channels_transpose(yshape, wshape, groups)
+    _check_bias(bias, input, wshape[1] * groups)
     spec = _spec(
         ndim, yshape[2:], wshape[2:], stride, padding, dilation, groups, precision, output_padding=output_padding
     )
     if output_shape is not None:
         spec = _with_output_shape(spec, yshape[2:], wshape[2:], output_shape, output_padding)
     _check_nonempty(transpose_spatial(yshape[2:], wshape[2:], spec), "transposed convolution", spec)
-    return spec, layout
+    return _finish(spec, input.dtype, preferred_element_type, matrix_budget), layout
 
 
-def conv_spec(x, w, stride, padding, dilation, groups, dimension_numbers, precision) -> tuple[Spec, Layout]:
+def conv_spec(
+    input, weight, bias, stride, padding, dilation, groups, dimension_numbers, precision, preferred_element_type=None
+) -> tuple[Spec, Layout]:
     """Check every argument of `conv` and return its canonical `Spec` and `Layout`."""
-    ndim = _rank("x", x, "w", w)
-    layout = _layout(dimension_numbers, ndim, transpose=False)
-    xshape, wshape = _permute(x.shape, layout.lhs), _permute(w.shape, layout.rhs)
-    _check_dtypes(x, w, "x")
+    ndim, batched = _rank(input, weight)
+    layout = _layout(dimension_numbers, ndim, transpose=False, batched=batched)
+    xshape, wshape = batch_shape(input.shape, layout), permute(weight.shape, layout.rhs)
+    _check_dtypes(input, weight)
     _check_channels_conv(xshape, wshape, groups)
+    _check_bias(bias, input, wshape[0])
     spec = _spec(ndim, xshape[2:], wshape[2:], stride, padding, dilation, groups, precision, transpose=False)
     _check_nonempty(conv_spatial(xshape[2:], wshape[2:], spec), "convolution", spec)
-    return spec, layout
+    return _finish(spec, input.dtype, preferred_element_type, None), layout
 
 
-def compute_dtypes(dtype, preferred_element_type=None) -> tuple[np.dtype, np.dtype]:
-    """The dtype the forms compute in and the dtype of the result, for inputs of `dtype`.
+def accumulation_dtype(dtype, preferred_element_type=None) -> np.dtype:
+    """The dtype that convolutions and products accumulate in, and the dtype of the result's sum.
 
-    float16 and bfloat16 inputs are computed (accumulated) in float32 and the result is cast back to
-    the input dtype, on every backend; `preferred_element_type` asks for another accumulation dtype,
+    float16 and bfloat16 operands accumulate in float32 (the operands themselves stay in their dtype;
+    only the result is cast back to it); `preferred_element_type` asks for another accumulation dtype,
     which is then also the result's dtype (as in `jax.lax`).
+
+    Example:
+        >>> accumulation_dtype(jnp.bfloat16).name, accumulation_dtype(jnp.float32).name
+        ('float32', 'float32')
     """
     dtype = np.dtype(dtype)
     if preferred_element_type is None:
-        return (np.dtype(np.float32) if dtype.itemsize < 4 else dtype), dtype
+        return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
     pref = np.dtype(preferred_element_type)
     if not jnp.issubdtype(pref, jnp.floating) or pref.itemsize < dtype.itemsize:
         raise TypeError(
             f"preferred_element_type={pref.name} must be a floating dtype at least as wide as the inputs' "
             f"{dtype.name}; leave it as None to accumulate half precision in float32."
         )
-    return pref, pref
+    return pref
 
 
-def check_method(method) -> str:
+def result_dtype(dtype, spec: Spec) -> np.dtype:
+    """The dtype of the result: the user's `preferred_element_type`, else the inputs' dtype."""
+    return np.dtype(dtype) if spec.preferred_element_type is None else np.dtype(spec.preferred_element_type)
+
+
+def check_method(method) -> Method:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}. Use 'auto' unless you need a specific form.")
     return method
 
 
+def _finish(spec: Spec, dtype, preferred_element_type, matrix_budget) -> Spec:
+    if preferred_element_type is not None:
+        preferred_element_type = accumulation_dtype(dtype, preferred_element_type)
+    return with_matrix_budget(dataclasses.replace(spec, preferred_element_type=preferred_element_type), matrix_budget)
+
+
+def with_matrix_budget(spec: Spec, matrix_budget) -> Spec:
+    """`spec` with its `matrix_budget` checked and set (None: `DEFAULT_MATRIX_BUDGET`)."""
+    if matrix_budget is None:
+        matrix_budget = DEFAULT_MATRIX_BUDGET
+    elif not is_int(matrix_budget) or matrix_budget < 0:
+        raise ValueError(
+            f"matrix_budget={matrix_budget!r} must be a number of bytes >= 0 (0 refuses every matrix), or None for "
+            f"the default {DEFAULT_MATRIX_BUDGET} (256 MiB)."
+        )
+    return dataclasses.replace(spec, matrix_budget=int(matrix_budget))
+
+
 # ------------------------------------------------------------------------------- the checks
 
 
-def _rank(lhs_name, lhs, rhs_name, rhs) -> int:
-    for name, a in ((lhs_name, lhs), (rhs_name, rhs)):
+def _rank(input, weight) -> tuple[int, bool]:
+    """The number of spatial axes, and whether `input` has a batch axis (PyTorch also takes `(C, *spatial)`)."""
+    for name, a in (("input", input), ("weight", weight)):
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             raise TypeError(f"{name} must be an array (jax.Array or numpy.ndarray), got {type(a).__name__}.")
-    if lhs.ndim not in (3, 4, 5):
+    if weight.ndim not in (3, 4, 5):
         raise ValueError(
-            f"{lhs_name} has shape {tuple(lhs.shape)} (rank {lhs.ndim}); it must have rank 3, 4 or 5: "
-            f"(batch, channels, *spatial) for 1-D, 2-D or 3-D. Add a batch axis with {lhs_name}[None] if it lacks one."
+            f"weight has shape {tuple(weight.shape)} (rank {weight.ndim}); it must have rank 3, 4 or 5: two channel "
+            f"axes and one kernel axis per spatial axis, for 1-D, 2-D or 3-D."
         )
-    if rhs.ndim != lhs.ndim:
+    nd = weight.ndim - 2
+    if input.ndim not in (nd + 1, nd + 2):
         raise ValueError(
-            f"{rhs_name} has shape {tuple(rhs.shape)} (rank {rhs.ndim}) but {lhs_name} has rank {lhs.ndim}; "
-            f"the kernel must have one axis per spatial axis plus two channel axes (rank {lhs.ndim})."
+            f"input has shape {tuple(input.shape)} (rank {input.ndim}) but weight has shape {tuple(weight.shape)}, "
+            f"a {nd}-D kernel; input must have rank {nd + 2} (batch, channels, *spatial) or {nd + 1} (channels, "
+            f"*spatial) without a batch axis. Check that the kernel has the input's number of spatial axes."
         )
-    return lhs.ndim - 2
+    return nd, input.ndim == nd + 2
 
 
-def _check_dtypes(lhs, w, lhs_name) -> None:
-    for name, a in ((lhs_name, lhs), ("w", w)):
+def _check_dtypes(input, weight) -> None:
+    for name, a in (("input", input), ("weight", weight)):
         dt = np.dtype(a.dtype)
         if not jnp.issubdtype(dt, jnp.floating):
             kind = "complex" if jnp.issubdtype(dt, jnp.complexfloating) else "integer or bool"
@@ -208,10 +274,26 @@ def _check_dtypes(lhs, w, lhs_name) -> None:
                 f"{name} has dtype {dt.name}; {kind} dtypes are not supported. "
                 f"Cast to a floating dtype first, e.g. {name}.astype(jnp.float32)."
             )
-    if np.dtype(lhs.dtype) != np.dtype(w.dtype):
+    if np.dtype(input.dtype) != np.dtype(weight.dtype):
         raise TypeError(
-            f"{lhs_name} has dtype {np.dtype(lhs.dtype).name} but w has dtype {np.dtype(w.dtype).name}; they must "
-            f"match (as in PyTorch). Cast one of them, e.g. w.astype({lhs_name}.dtype)."
+            f"input has dtype {np.dtype(input.dtype).name} but weight has dtype {np.dtype(weight.dtype).name}; they "
+            f"must match (as in PyTorch). Cast one of them, e.g. weight.astype(input.dtype)."
+        )
+
+
+def _check_bias(bias, input, c_out: int) -> None:
+    if bias is None:
+        return
+    if not hasattr(bias, "shape") or not hasattr(bias, "dtype"):
+        raise TypeError(f"bias must be an array of shape ({c_out},) or None, got {type(bias).__name__}.")
+    if tuple(bias.shape) != (c_out,):
+        raise ValueError(
+            f"bias has shape {tuple(bias.shape)}; it must be ({c_out},), one value per output channel (as in PyTorch)."
+        )
+    if np.dtype(bias.dtype) != np.dtype(input.dtype):
+        raise TypeError(
+            f"bias has dtype {np.dtype(bias.dtype).name} but input has dtype {np.dtype(input.dtype).name}; they must "
+            f"match (as in PyTorch). Cast it, e.g. bias.astype(input.dtype)."
         )
 
 
@@ -223,32 +305,36 @@ def _check_groups(groups) -> None:
 def _check_channels_transpose(yshape, wshape, groups) -> None:
     _check_groups(groups)
     if 0 in wshape:
-        raise ValueError(f"w has shape {wshape} (canonical (C_in, C_out // groups, *kernel)); no axis may be empty.")
+        raise ValueError(
+            f"weight has shape {wshape} (canonical (C_in, C_out // groups, *kernel)); no axis may be empty."
+        )
     if 0 in yshape[1:]:
-        raise ValueError(f"y has shape {yshape} (canonical (N, C_in, *spatial)); only the batch axis may be empty.")
+        raise ValueError(f"input has shape {yshape} (canonical (N, C_in, *spatial)); only the batch axis may be empty.")
     if yshape[1] != wshape[0]:
         raise ValueError(
-            f"y has {yshape[1]} channels but w has shape {wshape}, i.e. {wshape[0]} input channels; w must be "
+            f"input has {yshape[1]} channels but weight has shape {wshape}, i.e. {wshape[0]} input channels; it must be "
             f"(C_in, C_out // groups, *kernel) with C_in = {yshape[1]}, the same array as the weight of the conv "
             f"that this transposes (PyTorch's ConvTranspose weight layout)."
         )
     if yshape[1] % groups:
-        raise ValueError(f"groups={groups} must divide the {yshape[1]} input channels of y.")
+        raise ValueError(f"groups={groups} must divide the {yshape[1]} input channels of input.")
 
 
 def _check_channels_conv(xshape, wshape, groups) -> None:
     _check_groups(groups)
     if 0 in wshape:
-        raise ValueError(f"w has shape {wshape} (canonical (C_out, C_in // groups, *kernel)); no axis may be empty.")
+        raise ValueError(
+            f"weight has shape {wshape} (canonical (C_out, C_in // groups, *kernel)); no axis may be empty."
+        )
     if 0 in xshape[1:]:
-        raise ValueError(f"x has shape {xshape} (canonical (N, C_in, *spatial)); only the batch axis may be empty.")
+        raise ValueError(f"input has shape {xshape} (canonical (N, C_in, *spatial)); only the batch axis may be empty.")
     if xshape[1] != wshape[1] * groups:
         raise ValueError(
-            f"x has {xshape[1]} channels but w has shape {wshape}, i.e. {wshape[1]} x groups={groups} = "
-            f"{wshape[1] * groups} input channels; w must be (C_out, C_in // groups, *kernel)."
+            f"input has {xshape[1]} channels but weight has shape {wshape}, i.e. {wshape[1]} x groups={groups} = "
+            f"{wshape[1] * groups} input channels; weight must be (C_out, C_in // groups, *kernel)."
         )
     if wshape[0] % groups:
-        raise ValueError(f"groups={groups} must divide the {wshape[0]} output channels of w (its first axis).")
+        raise ValueError(f"groups={groups} must divide the {wshape[0]} output channels of weight (its first axis).")
 
 
 def _check_nonempty(out_spatial, what, spec) -> None:
@@ -260,10 +346,10 @@ def _check_nonempty(out_spatial, what, spec) -> None:
         )
 
 
-def _int_tuple(name, value, ndim, minimum=None) -> tuple[int, ...]:
+def int_tuple(name, value, ndim, minimum=None) -> tuple[int, ...]:
     """An int or a sequence of `ndim` ints, as a tuple; bools and floats are refused."""
-    items = [value] * (ndim or 1) if _is_int(value) else value
-    if not isinstance(items, Sequence) or isinstance(items, str) or not all(_is_int(v) for v in items):
+    items = [value] * (ndim or 1) if is_int(value) else value
+    if not isinstance(items, Sequence) or isinstance(items, str) or not all(is_int(v) for v in items):
         raise TypeError(
             f"{name}={value!r} must be an int or a tuple of ints"
             + (f" (one per spatial axis, {ndim})." if ndim else ".")
@@ -277,18 +363,18 @@ def _int_tuple(name, value, ndim, minimum=None) -> tuple[int, ...]:
     return tuple(int(v) for v in items)
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def _spec(
     ndim, in_spatial, kernel, stride, padding, dilation, groups, precision, *, output_padding=0, transpose=True
 ) -> Spec:
-    stride = _int_tuple("stride", stride, ndim, minimum=1)
-    dilation = _int_tuple("dilation", dilation, ndim, minimum=1)
+    stride = int_tuple("stride", stride, ndim, minimum=1)
+    dilation = int_tuple("dilation", dilation, ndim, minimum=1)
     pads = _padding(padding, ndim, in_spatial, kernel, stride, dilation, transpose)
     if transpose:
-        op = _int_tuple("output_padding", output_padding, ndim, minimum=0)
+        op = int_tuple("output_padding", output_padding, ndim, minimum=0)
         for s, d, o in zip(stride, dilation, op):
             if o >= max(s, d):
                 raise ValueError(
@@ -303,13 +389,13 @@ def _padding(padding, ndim, in_spatial, kernel, stride, dilation, transpose) -> 
     if isinstance(padding, str):
         return _string_padding(padding, in_spatial, kernel, stride, dilation, transpose)
     if isinstance(padding, Sequence) and padding and all(isinstance(p, Sequence) for p in padding):
-        pairs = tuple(_int_tuple("padding", tuple(p), 2) for p in padding)
+        pairs = tuple(int_tuple("padding", tuple(p), 2) for p in padding)
         if len(pairs) != ndim:
             raise ValueError(
                 f"padding={padding!r} has {len(pairs)} (low, high) pairs but there are {ndim} spatial axes."
             )
     else:
-        pairs = tuple((p, p) for p in _int_tuple("padding", padding, ndim))
+        pairs = tuple((p, p) for p in int_tuple("padding", padding, ndim))
     if min(min(p) for p in pairs) < 0:
         raise ValueError(f"padding={padding!r} must not be negative (as in PyTorch); crop the result instead.")
     return pairs
@@ -339,7 +425,7 @@ def _lax_transpose_crop(k: int, s: int, name: str) -> tuple[int, int]:
 def _with_output_shape(spec, in_spatial, kernel, output_shape, output_padding) -> Spec:
     if output_padding != 0 and any(np.atleast_1d(output_padding)):
         raise ValueError("give output_shape or output_padding, not both: output_shape picks output_padding for you.")
-    want = _int_tuple("output_shape", output_shape, spec.ndim, minimum=1)
+    want = int_tuple("output_shape", output_shape, spec.ndim, minimum=1)
     base = transpose_spatial(in_spatial, kernel, spec)
     extra = tuple(t - b for t, b in zip(want, base))
     reach = tuple(max(s, d) - 1 for s, d in zip(spec.stride, spec.dilation))
@@ -355,10 +441,10 @@ def _with_output_shape(spec, in_spatial, kernel, output_shape, output_padding) -
 # -------------------------------------------------------------------------------------- layout
 
 
-def _layout(dimension_numbers, ndim, *, transpose) -> Layout:
+def _layout(dimension_numbers, ndim, *, transpose, batched=True) -> Layout:
     if dimension_numbers is None:
         ident = tuple(range(ndim + 2))
-        return Layout(ident, ident, ident)
+        return Layout(ident, ident, ident, batched)
     if not (isinstance(dimension_numbers, Sequence) and len(dimension_numbers) == 3):
         raise TypeError(
             f"dimension_numbers={dimension_numbers!r} must be three layout strings, e.g. ('NHWC', 'HWIO', 'NHWC')."
@@ -373,11 +459,19 @@ def _layout(dimension_numbers, ndim, *, transpose) -> Layout:
     rhs = dn.rhs_spec
     if transpose:  # our kernel is (I, O // groups, ...): I is the transposed conv's input channel
         rhs = (rhs[1], rhs[0], *rhs[2:])
-    return Layout(tuple(dn.lhs_spec), tuple(rhs), tuple(dn.out_spec))
+    return Layout(tuple(dn.lhs_spec), tuple(rhs), tuple(dn.out_spec), batched)
 
 
-def _permute(shape, perm) -> tuple[int, ...]:
+def permute(shape, perm) -> tuple[int, ...]:
+    """`shape` read in the order `perm` (e.g. a user-layout shape in canonical order)."""
     return tuple(int(shape[p]) for p in perm)
+
+
+def batch_shape(shape, layout: Layout) -> tuple[int, ...]:
+    """The canonical `(N, C, *spatial)` shape of an input of `shape` (N = 1 where it has no batch axis)."""
+    if not layout.batched:
+        shape = (*shape[: layout.lhs[0]], 1, *shape[layout.lhs[0] :])
+    return permute(shape, layout.lhs)
 
 
 def to_canonical(a, perm):

@@ -28,12 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._conv import regroup_kernel
-from ._spec import Spec, transpose_spatial
+from ._conv import pad_spatial, regroup_kernel
+from ._shuffle import interleave
+from ._spec import Spec, accumulation_dtype, lax_layout, transpose_spatial
 
 
 @dataclasses.dataclass(frozen=True)
-class _Phase:
+class Phase:
     """One output phase `r` of one axis: its taps (flipped), their dilation and the input padding."""
 
     taps: tuple[int, ...]
@@ -42,10 +43,10 @@ class _Phase:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Axis:
+class Axis:
     """The phase decomposition of one spatial axis: `s` phases over `q` rows, then a crop."""
 
-    phases: tuple[_Phase, ...]
+    phases: tuple[Phase, ...]
     rows: int
     crop: tuple[int, int]
 
@@ -66,7 +67,7 @@ def conv_transpose_subpixel_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.
         spec: the canonical `Spec`.
 
     Returns:
-        `(N, C_out, *out_spatial)`.
+        `(N, C_out, *out_spatial)` in the accumulation dtype.
 
     Example:
         >>> import jax.numpy as jnp
@@ -75,13 +76,14 @@ def conv_transpose_subpixel_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.
         >>> conv_transpose_subpixel_form(jnp.array([[[1.0, 2.0]]]), jnp.array([[[1.0, 10.0, 100.0]]]), spec)
         Array([[[  1.,  10., 102.,  20., 200.]]], dtype=float32)
     """
-    axes = _plan(y.shape[2:], w.shape[2:], spec)
+    axes = plan(y.shape[2:], w.shape[2:], spec)
     y = jnp.moveaxis(y, 1, -1)  # channels-last inside: XLA:CPU's convolutions and GEMMs want it
     if all(a.fused for a in axes):  # the test of `phases_fuse`
         phases = _fused(y, w, axes, spec)
     else:
         phases = _per_phase(y, w, axes, spec)
-    return _interleave(phases, axes)
+    full = interleave(phases, "N" + "X" * len(axes) + "CP", [len(a.phases) for a in axes])
+    return pad_spatial(full, [(-lo, -hi) for lo, hi in (a.crop for a in axes)])
 
 
 def phases_fuse(spatial, kernel, spec: Spec) -> bool:
@@ -91,18 +93,19 @@ def phases_fuse(spatial, kernel, spec: Spec) -> bool:
         >>> phases_fuse((16, 16), (4, 4), Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1))
         True
     """
-    return all(a.fused for a in _plan(spatial, kernel, spec))
+    return all(a.fused for a in plan(spatial, kernel, spec))
 
 
-def _plan(spatial, kernel, spec: Spec) -> tuple[_Axis, ...]:
+def plan(spatial, kernel, spec: Spec) -> tuple[Axis, ...]:
+    """The phase decomposition of every spatial axis of a transposed convolution (see the module's docstring)."""
     out = transpose_spatial(spatial, kernel, spec)
     return tuple(
-        _plan_axis(n, k, s, d, lo, t)
+        plan_axis(n, k, s, d, lo, t)
         for n, k, s, d, (lo, _), t in zip(spatial, kernel, spec.stride, spec.dilation, spec.padding, out, strict=False)
     )
 
 
-def _plan_axis(n: int, k: int, s: int, d: int, lo: int, t: int) -> _Axis:
+def plan_axis(n: int, k: int, s: int, d: int, lo: int, t: int) -> Axis:
     """Rows `q` in `[lo // s, ceil((lo + t) / s))` of every phase cover the `t` output rows."""
     first, rows = lo // s, -(-(lo + t) // s) - lo // s
     step = d // math.gcd(s, d)
@@ -110,12 +113,12 @@ def _plan_axis(n: int, k: int, s: int, d: int, lo: int, t: int) -> _Axis:
     for r in range(s):
         taps = [j for j in range(k) if (j * d) % s == r]
         if not taps:
-            phases.append(_Phase((), 1, (0, 0)))
+            phases.append(Phase((), 1, (0, 0)))
             continue
         span = (len(taps) - 1) * step
         low = (taps[0] * d - r) // s + span - first
-        phases.append(_Phase(tuple(reversed(taps)), step, (low, rows - n - low + span)))
-    return _Axis(tuple(phases), rows, (lo % s, rows * s - lo % s - t))
+        phases.append(Phase(tuple(reversed(taps)), step, (low, rows - n - low + span)))
+    return Axis(tuple(phases), rows, (lo % s, rows * s - lo % s - t))
 
 
 def _fused(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
@@ -129,7 +132,7 @@ def _fused(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
     w = w.transpose(*range(4, 4 + 2 * nd, 2), 1, 0, 2, *range(3, 3 + 2 * nd, 2))
     w = w.reshape(*w.shape[:nd], c_in // g, -1)
     first = [a.phases[0] for a in axes]
-    out = phase_conv(y, w, _Conv(tuple(p.pad for p in first), tuple(p.dilation for p in first), g, spec.precision))
+    out = phase_conv(y, w, _phase_spec(first, y.dtype, spec))
     return out.reshape(*out.shape[:-1], g * c_og, out.shape[-1] // (g * c_og))  # no -1: the batch may be empty
 
 
@@ -139,13 +142,12 @@ def _per_phase(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
     outs = []
     for combo in itertools.product(*(a.phases for a in axes)):
         if any(not p.taps for p in combo):
-            outs.append(jnp.zeros(shape, y.dtype))
+            outs.append(jnp.zeros(shape, accumulation_dtype(y.dtype, spec.preferred_element_type)))
             continue
         wp = w
         for i, p in enumerate(combo):
             wp = jnp.take(wp, np.array(p.taps), axis=2 + i)
-        conv = _Conv(tuple(p.pad for p in combo), tuple(p.dilation for p in combo), spec.groups, spec.precision)
-        outs.append(phase_conv(y, _hwio(wp, spec.groups), conv))
+        outs.append(phase_conv(y, _hwio(wp, spec.groups), _phase_spec(combo, y.dtype, spec)))
     return jnp.stack(outs, axis=-1)
 
 
@@ -155,52 +157,39 @@ def _hwio(w: jax.Array, groups: int) -> jax.Array:
     return w.transpose(*range(2, w.ndim), 1, 0)
 
 
-def _interleave(phases: jax.Array, axes) -> jax.Array:
-    """Depth-to-space: `(N, *rows, C, prod(s))` to `(N, C, *rows * s)`, then crop each axis."""
-    nd, strides = len(axes), [len(a.phases) for a in axes]
-    n, c = phases.shape[0], phases.shape[-2]
-    x = phases.reshape(*phases.shape[:-1], *strides)
-    x = x.transpose(0, nd + 1, *itertools.chain.from_iterable((1 + i, nd + 2 + i) for i in range(nd)))
-    x = x.reshape(n, c, *(a.rows * s for a, s in zip(axes, strides, strict=False)))
-    return _pad(x, [(-lo, -hi) for lo, hi in (a.crop for a in axes)], channels_last=False)
-
-
-def _pad(x: jax.Array, pads, channels_last: bool = True) -> jax.Array:
-    """Zero-pad (or crop, where negative) the spatial axes."""
-    if all(p == (0, 0) for p in pads):
-        return x
-    config = [(lo, hi, 0) for lo, hi in pads]
-    config = [(0, 0, 0), *config, (0, 0, 0)] if channels_last else [(0, 0, 0)] * 2 + config
-    return lax.pad(x, jnp.zeros((), x.dtype), config)
-
-
 # ------------------------------------------------------------------- the stride-1 phase conv
-
-
-_NXC = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 
 
 @dataclasses.dataclass(frozen=True)
 class _Conv:
-    """A stride-1 channels-last correlation: input padding (may be negative), kernel dilation."""
+    """A stride-1 channels-last correlation: input padding (may be negative), kernel dilation, and
+    the accumulation dtype (None: the operands')."""
 
     pads: tuple[tuple[int, int], ...]
     dilation: tuple[int, ...]
     groups: int
     precision: Any = None
+    acc: Any = None
 
 
-def _valid_conv(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
-    """`lax.pad` by `conv.pads`, then a VALID stride-1 channels-last convolution."""
+def _phase_spec(phases, dtype, spec: Spec) -> _Conv:
+    acc = accumulation_dtype(dtype, spec.preferred_element_type)
+    acc = None if acc == np.dtype(dtype) else acc
+    return _Conv(tuple(p.pad for p in phases), tuple(p.dilation for p in phases), spec.groups, spec.precision, acc)
+
+
+def _valid_conv(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
+    """`lax.pad` by `conv.pads`, then a VALID stride-1 channels-last convolution accumulated in `acc`."""
     return lax.conv_general_dilated(
-        _pad(x, conv.pads),
+        pad_spatial(x, conv.pads, channels_last=True),
         w,
         window_strides=(1,) * len(conv.dilation),
         padding=((0, 0),) * len(conv.dilation),
         rhs_dilation=conv.dilation,
-        dimension_numbers=_NXC[len(conv.dilation)],
+        dimension_numbers=lax_layout(len(conv.dilation), channels_last=True),
         feature_group_count=conv.groups,
         precision=conv.precision,
+        preferred_element_type=acc,
     )
 
 
@@ -211,15 +200,21 @@ def phase_conv(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     The padding is an explicit `lax.pad` before a VALID convolution: the input gradient is then
     a fully padded conv and a slice, which XLA:CPU runs about 2x faster than the conv with the
     complementary padding that padding inside the conv would give (DCGAN 32x32, measured).
+    Half-precision operands accumulate in `conv.acc`; the tangent (hence both gradients) runs on
+    operands of their own dtype, as `_conv.accumulate` explains.
     """
-    return _valid_conv(x, w, conv)
+    return _valid_conv(x, w, conv, conv.acc)
 
 
-@phase_conv.defjvp
+@functools.partial(phase_conv.defjvp, symbolic_zeros=True)
 def _phase_conv_jvp(conv, primals, tangents):
     x, w = primals
     tx, tw = tangents
-    return phase_conv(x, w, conv), phase_conv(tx, w, conv) + _tap_matmuls(x, tw, conv)
+    out = phase_conv(x, w, conv)
+    zero = jax.custom_derivatives.SymbolicZero
+    terms = [] if isinstance(tx, zero) else [_valid_conv(tx, w, conv, None).astype(out.dtype)]
+    terms += [] if isinstance(tw, zero) else [_tap_matmuls(x, tw, conv).astype(out.dtype)]
+    return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
 
 
 _SCAN_BYTES = 32 * 2**20  # above this, or above 4 taps, the taps run in a scan (measured on XLA:CPU)
@@ -268,7 +263,7 @@ def _tap_operands(x: jax.Array, w: jax.Array, conv: _Conv):
     axis made XLA copy both (fwd+bwd temps 517 instead of 323 MiB on the 256->512 memory layer)
     and `(taps, C_in, C_out)` made the GEMM a slower transposed one (up to 1.4x fwd+bwd; measured).
     """
-    xg, g = _pad(x, conv.pads), conv.groups
+    xg, g = pad_spatial(x, conv.pads, channels_last=True), conv.groups
     if g == 1:
         return xg, jnp.swapaxes(w.reshape(-1, *w.shape[-2:]), 1, 2), "n...c,oc->n...o"
     xg = xg.reshape(*xg.shape[:-1], g, xg.shape[-1] // g)

@@ -1,0 +1,126 @@
+"""Depth-to-space: PyTorch's `pixel_shuffle` / `pixel_unshuffle`, and the interleave every strided form ends with.
+
+A stride-`s` transposed convolution computes its output in `prod(s)` phases: output row
+`q * s + r` is row `q` of phase `r`. Putting the phases back in place is a depth-to-space, the
+same reshape-transpose-reshape as PyTorch's `pixel_shuffle` (channel `c * prod(s) + r` of its input
+is phase `r`, in row-major order over the axes, of output channel `c`). `interleave` is that one
+helper; the forms and `pixel_shuffle` describe their array's axes to it with a layout string.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from ._spec import int_tuple
+
+
+def interleave(x: jax.Array, layout: str, factors: Sequence[int], *, channels_last: bool = False) -> jax.Array:
+    """Depth-to-space: the `P` axis of `x` (size `prod(factors)`, row-major) spread over the spatial axes.
+
+    Args:
+        x: the phases; its axes are named by `layout`.
+        layout: one letter per axis of `x`: `N` (batch), `C` (channels), `P` (phases) and one `X`
+            per spatial axis, in order, e.g. `"NXXCP"`.
+        factors: the upscale factor of each spatial axis.
+        channels_last: the result is `(N, *spatial, C)` instead of `(N, C, *spatial)`.
+
+    Returns:
+        `(N, C, *(rows * factors))`, or channels-last.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> interleave(jnp.arange(4.0).reshape(1, 1, 2, 2), "NCXP", (2,))[0, 0]
+        Array([0., 1., 2., 3.], dtype=float32)
+    """
+    p = layout.index("P")
+    x = x.reshape(*x.shape[:p], *factors, *x.shape[p + 1 :])
+    names = layout[:p] + "R" * len(factors) + layout[p + 1 :]
+    rows = [i for i, a in enumerate(names) if a == "X"]
+    phases = [i for i, a in enumerate(names) if a == "R"]
+    spatial = [i for pair in zip(rows, phases, strict=True) for i in pair]
+    n, c = names.index("N"), names.index("C")
+    perm = (n, *spatial, c) if channels_last else (n, c, *spatial)
+    x = x.transpose(perm)
+    sizes = [
+        x.shape[i] * x.shape[i + 1] for i in range(1 + (not channels_last), 1 + (not channels_last) + 2 * len(rows), 2)
+    ]
+    return x.reshape(x.shape[0], *sizes, x.shape[-1]) if channels_last else x.reshape(*x.shape[:2], *sizes)
+
+
+def pixel_shuffle(input: ArrayLike, upscale_factor: int | Sequence[int]) -> jax.Array:
+    """PyTorch's `pixel_shuffle`: `(*, C * prod(r), *spatial)` to `(*, C, *(spatial * r))`, channels first.
+
+    An int factor means two spatial axes, as in `torch.nn.functional.pixel_shuffle`; a tuple gives
+    one factor per spatial axis (1-D to 3-D). Channel `c * prod(r) + j` of the input becomes phase `j`
+    (row-major over the axes) of output channel `c`, as in PyTorch.
+
+    Args:
+        input: `(*batch, C * prod(r), *spatial)`, any number of leading axes.
+        upscale_factor: an int (2-D) or one int per spatial axis.
+
+    Returns:
+        `(*batch, C, *(spatial * r))`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> pixel_shuffle(jnp.arange(4.0).reshape(4, 1, 1), 2)
+        Array([[[0., 1.],
+                [2., 3.]]], dtype=float32)
+    """
+    x, factors = _check(input, upscale_factor, "upscale_factor", divide=True)
+    nd, lead = len(factors), x.ndim - len(factors) - 1
+    batch, (c, *rows) = x.shape[:lead], x.shape[lead:]
+    x = x.reshape(math.prod(batch), c // math.prod(factors), math.prod(factors), *rows)
+    out = interleave(x, "NCP" + "X" * nd, factors)
+    return out.reshape(*batch, *out.shape[1:])
+
+
+def pixel_unshuffle(input: ArrayLike, downscale_factor: int | Sequence[int]) -> jax.Array:
+    """PyTorch's `pixel_unshuffle`, the inverse of `pixel_shuffle`: `(*, C, *(spatial * r))` to `(*, C * prod(r), *spatial)`.
+
+    Args:
+        input: `(*batch, C, *spatial)`, every spatial size a multiple of its factor.
+        downscale_factor: an int (2-D) or one int per spatial axis.
+
+    Returns:
+        `(*batch, C * prod(r), *(spatial / r))`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> pixel_unshuffle(jnp.arange(4.0).reshape(1, 2, 2), 2)[:, 0, 0]
+        Array([0., 1., 2., 3.], dtype=float32)
+    """
+    x, factors = _check(input, downscale_factor, "downscale_factor", divide=False)
+    nd, lead = len(factors), x.ndim - len(factors) - 1
+    batch, (c, *sizes) = x.shape[:lead], x.shape[lead:]
+    split = [v for n, r in zip(sizes, factors, strict=True) for v in (n // r, r)]
+    x = x.reshape(math.prod(batch), c, *split)
+    perm = (0, 1, *range(3, 2 + 2 * nd, 2), *range(2, 2 + 2 * nd, 2))  # (N, C, *r, *rows)
+    x = x.transpose(perm).reshape(
+        *batch, c * math.prod(factors), *(n // r for n, r in zip(sizes, factors, strict=True))
+    )
+    return x
+
+
+def _check(input, factor, name: str, *, divide: bool) -> tuple[jax.Array, tuple[int, ...]]:
+    x = input if hasattr(input, "shape") and hasattr(input, "dtype") else jnp.asarray(input)
+    factors = int_tuple(name, factor, 2 if isinstance(factor, int) else None, minimum=1)
+    if not 1 <= len(factors) <= 3 or x.ndim < len(factors) + 1:
+        raise ValueError(
+            f"{name}={factor!r} gives {len(factors)} spatial axes, but input has shape {tuple(x.shape)}; input must be "
+            f"(*batch, C, *spatial) with 1 to 3 spatial axes (an int factor means 2, as in PyTorch)."
+        )
+    c, sizes = x.shape[x.ndim - len(factors) - 1], x.shape[x.ndim - len(factors) :]
+    if divide and c % math.prod(factors):
+        raise ValueError(
+            f"input has {c} channels (shape {tuple(x.shape)}), which {name}={factor!r} must divide into "
+            f"C * {math.prod(factors)}: the channel axis is the one before the {len(factors)} spatial axes."
+        )
+    if not divide and any(n % r for n, r in zip(sizes, factors, strict=True)):
+        raise ValueError(f"input has spatial shape {tuple(sizes)}; each size must be a multiple of {name}={factor!r}.")
+    return x, factors
