@@ -58,7 +58,7 @@ def test_conv_matrix_is_the_jacobian_random(cfg):
     np.testing.assert_array_equal(dense, _jacobian(w, input_shape, kw))
     sp = tc.conv_matrix(w, input_shape, **kw, sparse=True)
     np.testing.assert_array_equal(sp.todense(), dense)
-    spec, _ = _matmul._conv_matrix_spec(jnp.asarray(w), input_shape, *kw.values())
+    spec, _ = _matmul._conv_matrix_spec(jnp.asarray(w), input_shape, *kw.values(), None)
     assert _matmul.matrix_sizes(w.shape, input_shape, spec, np.float32)[3] == sp.nse * (4 + 8)
 
 
@@ -71,7 +71,7 @@ def test_sparse_holds_exactly_the_structural_nonzeros(case):
     assert sp.nse == int(np.count_nonzero(dense))
     assert len({tuple(i) for i in np.asarray(sp.indices)}) == sp.nse
     spec, _ = _matmul._conv_matrix_spec(
-        jnp.asarray(w), case[1], kw["stride"], kw["padding"], kw["dilation"], kw["groups"]
+        jnp.asarray(w), case[1], kw["stride"], kw["padding"], kw["dilation"], kw["groups"], None
     )
     assert _matmul.matrix_sizes(w.shape, case[1], spec, np.float32)[3] == sp.nse * (4 + 8)  # the guard's count
 
@@ -110,7 +110,7 @@ def test_conv_matrix_gradient():
         (((1, 1, 2, 2), (1, 1, 3, 3)), r"input_shape=\(1, 1, 3, 3\) must be \(C_in, \*spatial\).*no batch axis"),
         (((1, 1, 2, 2), (1, 3)), r"input_shape=\(1, 3\) must be \(C_in, \*spatial\)"),
         (((1, 1, 2), (1, -3)), r"input_shape=\(1, -3\): every entry must be >= 1"),
-        (((2, 1, 2), (3, 5)), r"x has 3 channels but w has shape \(2, 1, 2\)"),
+        (((2, 1, 2), (3, 5)), r"input has 3 channels but weight has shape \(2, 1, 2\)"),
         (((1, 1, 4), (1, 2)), r"the convolution output would have spatial shape \(-1,\)"),
     ],
 )
@@ -198,21 +198,18 @@ def _kind(cfg, budget=None):
     return "sparse" if "bcoo_dot_general" in jaxpr else "dense"
 
 
-def test_guard_goes_dense_then_sparse_then_refuses(budget):
+def test_guard_goes_dense_then_sparse_then_refuses():
     cfg = Config(2, 3, 2, 1, (6, 5), (3, 3), (2, 2), (1, 1), (1, 0), (1, 1))
     rows, cols, dense, sparse = _sizes(cfg)
     assert sparse < dense
     assert _kind(cfg) == "dense"
-    budget(dense - 1)
-    assert _kind(cfg) == "sparse"
-    check_against_torch(cfg, "matmul")
-    budget(sparse)
-    assert _kind(cfg) == "sparse"
-    budget(sparse - 1)
+    assert _kind(cfg, dense - 1) == "sparse"
+    check_against_torch(cfg, "matmul", matrix_budget=dense - 1)
+    assert _kind(cfg, sparse) == "sparse"
     with pytest.raises(
-        ValueError, match=rf"method='matmul': the conv matrix is {rows} x {cols}.*over the matrix budget"
+        ValueError, match=rf"method='matmul': the conv matrix is {rows} x {cols}.*over matrix_budget={sparse - 1}"
     ):
-        tc.conv_transpose(*cfg.arrays(), **cfg.kwargs, method="matmul")
+        tc.conv_transpose(*cfg.arrays(), **cfg.kwargs, method="matmul", matrix_budget=sparse - 1)
 
 
 def test_guard_refuses_an_oversized_case_fast():

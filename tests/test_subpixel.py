@@ -82,13 +82,6 @@ def test_gradients_equal_the_vjp_form(cfg):
         assert_close(a, b, err_msg=name)
 
 
-@pytest.mark.parametrize("cfg", [GRID[2], FUSED[1]], ids=str)
-def test_check_grads_orders_1_and_2(cfg):
-    y, w = map(jnp.asarray, cfg.arrays(7))
-    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method="subpixel"))
-    jax.test_util.check_grads(f, (y, w), order=2, modes=("fwd", "rev"), atol=1e-2, rtol=1e-2)
-
-
 def test_forward_mode_equals_the_vjp_form():
     cfg = GRID[2]
     y, w = map(jnp.asarray, cfg.arrays(8))

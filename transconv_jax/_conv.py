@@ -14,7 +14,7 @@ anyway (and XLA:CPU computes in float32, rounding the result once).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,10 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from ._spec import (
+    DType,
+    IntOrSequence,
+    Padding,
+    Precision,
     Spec,
     accumulation_dtype,
     conv_spec,
@@ -122,6 +126,13 @@ def pad_spatial(x: jax.Array, pads, *, interior=None, channels_last: bool = Fals
     interior = interior or (0,) * len(pads)
     if all(p == (0, 0) for p in pads) and not any(interior):
         return x
+    if all(lo <= 0 and hi <= 0 for lo, hi in pads) and not any(interior):  # a crop: a slice
+        first = 1 if channels_last else 2
+        start = [0] * x.ndim
+        stop = list(x.shape)
+        for i, (lo, hi) in enumerate(pads):
+            start[first + i], stop[first + i] = -lo, x.shape[first + i] + hi
+        return lax.slice(x, start, stop)
     config = [(lo, hi, i) for (lo, hi), i in zip(pads, interior, strict=True)]
     config = [(0, 0, 0), *config, (0, 0, 0)] if channels_last else [(0, 0, 0)] * 2 + config
     return lax.pad(x, jnp.zeros((), x.dtype), config)
@@ -151,21 +162,21 @@ def add_bias(out: jax.Array, bias: jax.Array | None) -> jax.Array:
     """`out (N, C, *spatial)` plus `bias (C,)` cast to `out`'s (accumulation) dtype."""
     if bias is None:
         return out
-    return out + bias.astype(out.dtype).reshape(-1, *(1,) * (out.ndim - 2))
+    return out + bias.astype(out.dtype).reshape(1, -1, *(1,) * (out.ndim - 2))
 
 
 def conv(
     input: ArrayLike,
     weight: ArrayLike,
     bias: ArrayLike | None = None,
-    stride=1,
-    padding=0,
-    dilation=1,
+    stride: IntOrSequence = 1,
+    padding: Padding = 0,
+    dilation: IntOrSequence = 1,
     groups: int = 1,
     *,
-    dimension_numbers=None,
-    precision=None,
-    preferred_element_type=None,
+    dimension_numbers: Sequence[str] | None = None,
+    precision: Precision = None,
+    preferred_element_type: DType | None = None,
 ) -> jax.Array:
     """Convolution with PyTorch's numbers and positional arguments (`torch.nn.functional.conv{1,2,3}d`).
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Literal
 
 import jax
@@ -12,8 +13,12 @@ from ._conv import add_bias, as_array
 from ._matmul import conv_transpose_matmul_form
 from ._scatter import conv_transpose_scatter_form
 from ._spec import (
+    DType,
+    IntOrSequence,
     Layout,
     Method,
+    Padding,
+    Precision,
     Spec,
     check_method,
     conv_transpose_spec,
@@ -36,17 +41,17 @@ def conv_transpose(
     input: ArrayLike,
     weight: ArrayLike,
     bias: ArrayLike | None = None,
-    stride=1,
-    padding=0,
-    output_padding=0,
+    stride: IntOrSequence = 1,
+    padding: Padding = 0,
+    output_padding: IntOrSequence = 0,
     groups: int = 1,
-    dilation=1,
+    dilation: IntOrSequence = 1,
     *,
-    output_shape=None,
+    output_shape: IntOrSequence | None = None,
     method: Method = "auto",
-    dimension_numbers=None,
-    precision=None,
-    preferred_element_type=None,
+    dimension_numbers: Sequence[str] | None = None,
+    precision: Precision = None,
+    preferred_element_type: DType | None = None,
     matrix_budget: int | None = None,
 ) -> jax.Array:
     """Transposed convolution with PyTorch's numbers and positional arguments (`torch.nn.functional.conv_transpose{1,2,3}d`).
@@ -194,16 +199,16 @@ def conv_transpose_vjp(
     input: ArrayLike,
     weight: ArrayLike,
     bias: ArrayLike | None = None,
-    stride=1,
-    padding=0,
-    output_padding=0,
+    stride: IntOrSequence = 1,
+    padding: Padding = 0,
+    output_padding: IntOrSequence = 0,
     groups: int = 1,
-    dilation=1,
+    dilation: IntOrSequence = 1,
     *,
-    output_shape=None,
-    dimension_numbers=None,
-    precision=None,
-    preferred_element_type=None,
+    output_shape: IntOrSequence | None = None,
+    dimension_numbers: Sequence[str] | None = None,
+    precision: Precision = None,
+    preferred_element_type: DType | None = None,
 ) -> jax.Array:
     """`conv_transpose(..., method="vjp")`: the lowering of the linear transpose of `conv`, the definition."""
     return conv_transpose(
@@ -217,16 +222,16 @@ def conv_transpose_matmul(
     input: ArrayLike,
     weight: ArrayLike,
     bias: ArrayLike | None = None,
-    stride=1,
-    padding=0,
-    output_padding=0,
+    stride: IntOrSequence = 1,
+    padding: Padding = 0,
+    output_padding: IntOrSequence = 0,
     groups: int = 1,
-    dilation=1,
+    dilation: IntOrSequence = 1,
     *,
-    output_shape=None,
-    dimension_numbers=None,
-    precision=None,
-    preferred_element_type=None,
+    output_shape: IntOrSequence | None = None,
+    dimension_numbers: Sequence[str] | None = None,
+    precision: Precision = None,
+    preferred_element_type: DType | None = None,
     matrix_budget: int | None = None,
 ) -> jax.Array:
     """`conv_transpose(..., method="matmul")`: `W.T @ y` with the conv's explicit matrix `W`."""
@@ -241,16 +246,16 @@ def conv_transpose_scatter(
     input: ArrayLike,
     weight: ArrayLike,
     bias: ArrayLike | None = None,
-    stride=1,
-    padding=0,
-    output_padding=0,
+    stride: IntOrSequence = 1,
+    padding: Padding = 0,
+    output_padding: IntOrSequence = 0,
     groups: int = 1,
-    dilation=1,
+    dilation: IntOrSequence = 1,
     *,
-    output_shape=None,
-    dimension_numbers=None,
-    precision=None,
-    preferred_element_type=None,
+    output_shape: IntOrSequence | None = None,
+    dimension_numbers: Sequence[str] | None = None,
+    precision: Precision = None,
+    preferred_element_type: DType | None = None,
 ) -> jax.Array:
     """`conv_transpose(..., method="scatter")`: a GEMM, then each kernel tap added into the output."""
     return conv_transpose(
@@ -264,16 +269,16 @@ def conv_transpose_subpixel(
     input: ArrayLike,
     weight: ArrayLike,
     bias: ArrayLike | None = None,
-    stride=1,
-    padding=0,
-    output_padding=0,
+    stride: IntOrSequence = 1,
+    padding: Padding = 0,
+    output_padding: IntOrSequence = 0,
     groups: int = 1,
-    dilation=1,
+    dilation: IntOrSequence = 1,
     *,
-    output_shape=None,
-    dimension_numbers=None,
-    precision=None,
-    preferred_element_type=None,
+    output_shape: IntOrSequence | None = None,
+    dimension_numbers: Sequence[str] | None = None,
+    precision: Precision = None,
+    preferred_element_type: DType | None = None,
 ) -> jax.Array:
     """`conv_transpose(..., method="subpixel")`: stride-1 convs of the kernel's phases, interleaved."""
     return conv_transpose(

@@ -28,6 +28,14 @@ DEFAULT_MATRIX_BUDGET = 256 * 2**20
 """The default budget, in bytes, for one explicit conv matrix (`method="matmul"`, `conv_matrix`): 256 MiB."""
 
 Pairs = tuple[tuple[int, int], ...]
+IntOrSequence = int | Sequence[int]
+"""One int for every spatial axis, or one per axis."""
+Padding = int | Sequence[int] | Sequence[tuple[int, int]] | str
+"""PyTorch's int padding (per axis or for all), `(low, high)` crops per axis, or 'SAME' / 'VALID'."""
+Precision = Any
+"""Anything `jax.lax` takes as `precision`: None, a `jax.lax.Precision`, a string or a pair of them."""
+DType = Any
+"""A dtype or something `numpy.dtype` reads as one (e.g. `jnp.float32`)."""
 
 
 @dataclasses.dataclass(frozen=True)
