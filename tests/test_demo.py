@@ -19,4 +19,9 @@ def test_demo_prints_the_tutorial_results():
 
 def test_unknown_command_is_refused():
     proc = subprocess.run([sys.executable, "-m", "transconv_jax", "nope"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "unknown command 'nope'" in proc.stderr
+    assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr
+
+
+def test_help_lists_the_commands():
+    proc = subprocess.run([sys.executable, "-m", "transconv_jax", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "demo" in proc.stdout and "make bench" in proc.stdout
