@@ -119,15 +119,17 @@ def auto_method(
     Every form gives the same numbers to float tolerance; this only picks the fastest. The CPU
     policy comes from `python -m transconv_jax bench` (BENCHMARKS.md, "Decoder layers"):
 
-    1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are 3-12x slower);
+    1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are several times slower);
     2. stride 1 on every axis: 'scatter' (a GEMM and shifted adds; XLA:CPU's convolutions on two
-       threads reach about half the GEMM rate, so the conv-based forms' forward is up to 2x slower
+       threads reach a fraction of the GEMM rate, so the conv-based forms' forward is slower
        there; fwd+bwd is within noise of them);
     3. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     4. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
        'subpixel', one stride-1 conv and its custom kernel gradient;
-    5. otherwise (e.g. k3 s2 U-Nets): 'scatter', 1.4-2x faster there than one conv per phase.
+    5. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase.
+
+    The figures behind each rule are in BENCHMARKS.md ("Decoder layers").
 
     GPU and TPU are unmeasured: they get 'vjp', the flipped-kernel lowering that `jax.vjp` of a
     conv emits, which reaches cuDNN's backward-data kernel.

@@ -198,8 +198,8 @@ def phase_conv(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     """`x (N, *n, C_in)` padded by `conv.pads`, correlated with `w (*taps, C_in // g, C_out)`.
 
     The padding is an explicit `lax.pad` before a VALID convolution: the input gradient is then
-    a fully padded conv and a slice, which XLA:CPU runs about 2x faster than the conv with the
-    complementary padding that padding inside the conv would give (DCGAN 32x32, measured).
+    a fully padded conv and a slice, which XLA:CPU runs faster than the conv with the complementary
+    padding that padding inside the conv would give (on DCGAN 32x32 when this was written).
     Half-precision operands accumulate in `conv.acc`; the tangent (hence both gradients) runs on
     operands of their own dtype, as `_conv.accumulate` explains.
     """
@@ -260,8 +260,8 @@ def _tap_operands(x: jax.Array, w: jax.Array, conv: _Conv):
     With one group there is no group axis and the kernel is `(taps, C_out, C_in)`, so that the
     kernel gradient of a tap is `cotangent^T window` with no transpose after it: XLA:CPU then runs
     it as a plain GEMM and keeps the cotangent and the padded input without copies. A size-1 group
-    axis made XLA copy both (fwd+bwd temps 517 instead of 323 MiB on the 256->512 memory layer)
-    and `(taps, C_in, C_out)` made the GEMM a slower transposed one (up to 1.4x fwd+bwd; measured).
+    axis made XLA copy both (more temporary memory on the memory layer of BENCHMARKS.md) and
+    `(taps, C_in, C_out)` made the GEMM a slower transposed one.
     """
     xg, g = pad_spatial(x, conv.pads, channels_last=True), conv.groups
     if g == 1:
