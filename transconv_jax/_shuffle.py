@@ -44,12 +44,10 @@ def interleave(x: jax.Array, layout: str, factors: Sequence[int], *, channels_la
     phases = [i for i, a in enumerate(names) if a == "R"]
     spatial = [i for pair in zip(rows, phases, strict=True) for i in pair]
     n, c = names.index("N"), names.index("C")
-    perm = (n, *spatial, c) if channels_last else (n, c, *spatial)
-    x = x.transpose(perm)
-    sizes = [
-        x.shape[i] * x.shape[i + 1] for i in range(1 + (not channels_last), 1 + (not channels_last) + 2 * len(rows), 2)
-    ]
-    return x.reshape(x.shape[0], *sizes, x.shape[-1]) if channels_last else x.reshape(*x.shape[:2], *sizes)
+    sizes = [x.shape[r] * x.shape[p] for r, p in zip(rows, phases, strict=True)]
+    if channels_last:
+        return x.transpose(n, *spatial, c).reshape(x.shape[n], *sizes, x.shape[c])
+    return x.transpose(n, c, *spatial).reshape(x.shape[n], x.shape[c], *sizes)
 
 
 def pixel_shuffle(input: ArrayLike, upscale_factor: int | Sequence[int]) -> jax.Array:
