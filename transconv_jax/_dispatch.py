@@ -173,28 +173,41 @@ def _apply(y, w, bias, spec: Spec, layout: Layout, method: Method) -> jax.Array:
     return out if layout.batched else jnp.squeeze(out, layout.out[0])
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     """`method="auto"`: the form `auto_method` picks for the platform the function is lowered for.
 
     All branches are traced; `jax.lax.platform_dependent` keeps the one of the lowering platform
     (each platform's, in a multi-platform `jax.export`), so the choice follows where the code runs,
-    not `jax.default_backend()` at trace time.
+    not the default backend at trace time.
+
+    Derivatives are those of the CPU policy's form on every platform (a choice that does not depend on
+    the backend): with a `platform_dependent` in the tangent too, XLA:CPU ran the transposed branch
+    2-3x slower than the same form alone (the input gradient's kernel kept a reversed layout; see
+    BENCHMARKS.md). GPU and TPU are unmeasured; revisit this with `benchmarks/gpu.sh`.
     """
     choices = {p: auto_method(spec, y.shape, w.shape, platform=p) for p in ("cpu", "cuda", "rocm", "tpu")}
-
-    def run(name):
-        def form(y, w):
-            with jax.named_scope(f"transconv_jax.{name}"):
-                return FORMS[name](y, w, spec)
-
-        return form
-
-    branches = {name: run(name) for name in set(choices.values())}
+    branches = {name: _named_form(name, spec) for name in choices.values()}
     if len(branches) == 1:
         return next(iter(branches.values()))(y, w)
     default = branches[choices["cuda"]]
     per_platform = {p: branches[m] for p, m in choices.items() if branches[m] is not default}
     return lax.platform_dependent(y, w, default=default, **per_platform)
+
+
+@auto_form.defjvp
+def _auto_form_jvp(spec, primals, tangents):
+    y, w = primals
+    form = _named_form(auto_method(spec, y.shape, w.shape, platform="cpu"), spec)
+    return auto_form(y, w, spec), jax.jvp(form, primals, tangents)[1]
+
+
+def _named_form(name: str, spec: Spec):
+    def form(y, w):
+        with jax.named_scope(f"transconv_jax.{name}"):
+            return FORMS[name](y, w, spec)
+
+    return form
 
 
 def conv_transpose_vjp(
