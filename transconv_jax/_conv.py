@@ -151,7 +151,7 @@ def add_bias(out: jax.Array, bias: jax.Array | None) -> jax.Array:
     """`out (N, C, *spatial)` plus `bias (C,)` cast to `out`'s (accumulation) dtype."""
     if bias is None:
         return out
-    return out + bias.astype(out.dtype).reshape(-1, *(1,) * (out.ndim - 2))
+    return out + bias.astype(out.dtype).reshape(1, -1, *(1,) * (out.ndim - 2))
 
 
 def conv(
