@@ -15,9 +15,12 @@ from jax import lax
 from oracle import HYPOTHESIS, TORCH_CONV, TORCH_CONV_T, Config, assert_close, configs, torch_conv_transpose
 
 import transconv_jax as tc
+from transconv_jax import linen
 from transconv_jax import nnx as tc_nnx
 from transconv_jax._convert import tie_phases
+from transconv_jax._flax import default_kernel_init
 from transconv_jax._shuffle import pixel_shuffle
+from transconv_jax.initializers import icnr
 
 
 def _crop(x, crop):
@@ -202,3 +205,43 @@ def test_overlap_counts_are_a_ones_conv_transpose_in_torch(kernel, stride, dilat
     assert counts.dtype.kind == "i" and counts.shape == tuple(s)
     np.testing.assert_array_equal(counts, brute)
     assert tc.checkerboard_free(kernel, stride, dilation) == (len(np.unique(brute)) == 1)
+
+
+# -------------------------------------------------------------------------------- ICNR
+
+
+def _interior(y, kernel):
+    """Drop `k` rows at each end of every spatial axis of `(batch, *spatial, C)`: the borders."""
+    return y[(slice(None), *(slice(k, -k) for k in kernel))]
+
+
+def test_icnr_nnx_has_no_checkerboard_and_the_default_does():
+    """Constant input: ICNR's output is constant away from the borders; PyTorch's default init is periodic."""
+    x = jnp.ones((2, 8, 8, 4))
+    spread = {}
+    for name, init in (("icnr", icnr(2)), ("default", default_kernel_init)):
+        layer = tc_nnx.ConvTranspose(
+            4, 6, (4, 4), strides=2, padding=1, kernel_init=init, use_bias=False, rngs=nnx.Rngs(1)
+        )
+        y = _interior(layer(x), (4, 4))
+        spread[name] = float(jnp.max(jnp.abs(y - y[:, :1, :1])))
+    assert spread["icnr"] < 1e-5, spread
+    assert spread["default"] > 1e-2, spread  # the checkerboard that ICNR removes
+
+
+@pytest.mark.parametrize("kernel,stride,groups", [((6,), (3,), 1), ((4, 2, 4), (2, 1, 2), 2)])
+def test_icnr_linen_phases_equal(kernel, stride, groups):
+    """Linen, 1-D and 3-D with groups: every phase of the sub-pixel conv is the same, and the output is constant."""
+    layer = linen.ConvTranspose(4, kernel, strides=stride, feature_group_count=groups, kernel_init=icnr(stride))
+    x = jnp.ones((1, *(5,) * len(kernel), 2))
+    params = layer.init(jax.random.key(0), x)
+    y = _interior(layer.apply(params, x), kernel)
+    y = y.reshape(-1, 4)
+    assert float(jnp.max(jnp.abs(y - y[:1]))) < 1e-5
+    k = params["params"]["kernel"]
+    w = np.moveaxis(np.moveaxis(np.asarray(k), -2, 0), -1, 1)  # PyTorch's layout (in, out // g, *k)
+    sp = tc.as_subpixel_conv(w, stride, groups=groups)
+    phases = np.asarray(sp.weight).reshape(4, math.prod(stride), *sp.weight.shape[1:])
+    np.testing.assert_array_equal(phases, np.broadcast_to(phases[:, :1], phases.shape))
+    bound = 1 / math.sqrt(4 // groups * math.prod(kernel))  # base_init's distribution on the full shape
+    assert float(jnp.max(jnp.abs(k))) <= bound
