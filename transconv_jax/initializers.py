@@ -34,7 +34,7 @@ def icnr(stride, base_init: Initializer = default_kernel_init) -> Initializer:
         >>> from transconv_jax.nnx import ConvTranspose
         >>> layer = ConvTranspose(3, 4, (4, 4), strides=2, padding=1, kernel_init=icnr(2), rngs=nnx.Rngs(0))
         >>> y = layer(jnp.ones((8, 8, 3)))
-        >>> bool(jnp.allclose(y[2:-2, 2:-2], y[4, 4], atol=1e-6))
+        >>> bool(jnp.allclose(y[2:-2, 2:-2], y[4:5, 4:5], atol=1e-6))
         True
     """
 
