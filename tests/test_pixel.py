@@ -175,6 +175,26 @@ def test_errors_name_the_argument(call, error, match):
         call()
 
 
+# ---------------------------------------------------------------------- PixelShuffle layers
+
+
+@pytest.mark.parametrize(
+    "factor,shape", [(2, (3, 4, 5, 8)), ((3,), (2, 5, 6)), ((1, 2, 3), (2, 3, 2, 6)), (2, (0, 2, 2, 4))]
+)
+def test_pixel_shuffle_layers_are_torch_channels_last(factor, shape):
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    r = (factor,) * 2 if isinstance(factor, int) else factor
+    batch = x.shape[: x.ndim - len(r) - 1]
+    first = np.moveaxis(x, -1, len(batch)).reshape(-1, x.shape[-1], *x.shape[len(batch) : -1])
+    if len(r) == 2 and r[0] == r[1]:
+        ref = F.pixel_shuffle(torch.from_numpy(first), r[0]).numpy()
+    else:
+        ref = np.asarray(pixel_shuffle(first, r))
+    ref = np.moveaxis(ref.reshape(*batch, *ref.shape[1:]), len(batch), -1)
+    np.testing.assert_array_equal(tc_nnx.PixelShuffle(factor)(x), ref)
+    np.testing.assert_array_equal(linen.PixelShuffle(factor).apply({}, x), ref)
+
+
 # ------------------------------------------------------------------------ overlap counts
 
 
