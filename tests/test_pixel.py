@@ -19,7 +19,6 @@ from transconv_jax import linen
 from transconv_jax import nnx as tc_nnx
 from transconv_jax._convert import tie_phases
 from transconv_jax._flax import default_kernel_init
-from transconv_jax._shuffle import pixel_shuffle
 from transconv_jax.initializers import icnr
 
 
@@ -78,6 +77,8 @@ def test_subpixel_conv_shapes_and_phase_channel_order():
     )
     # output channel 1, phase (row 1, col 0): taps k = 1, 3 (rows), 0, 2 (cols), flipped for the correlation
     np.testing.assert_array_equal(sp.weight[1 * 4 + 2, 0], w[0, 1][np.ix_([3, 1], [2, 0])])
+    y = np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32)  # unbatched, as PyTorch allows
+    assert_close(sp(y), tc.conv_transpose(y[None], w, stride=2, padding=1)[0])
 
 
 # ------------------------------------------------------------------ as_conv_transpose
@@ -110,7 +111,7 @@ def test_conv_transpose_equals_torch_conv_then_pixel_shuffle(case):
     xt = F.pad(torch.from_numpy(x), [p for lo_hi in reversed(pads) for p in lo_hi])
     ref = TORCH_CONV[nd](xt, torch.from_numpy(w), torch.from_numpy(b), groups=groups).numpy()
     a = tc.as_conv_transpose(w, r, pads, groups)
-    assert_close(jax.jit(a)(x, b), pixel_shuffle(ref, r), err_msg=str(case))
+    assert_close(jax.jit(a)(x, b), tc.pixel_shuffle(ref, r), err_msg=str(case))
 
 
 def test_espcn_loads_into_the_nnx_layer():
@@ -189,7 +190,7 @@ def test_pixel_shuffle_layers_are_torch_channels_last(factor, shape):
     if len(r) == 2 and r[0] == r[1]:
         ref = F.pixel_shuffle(torch.from_numpy(first), r[0]).numpy()
     else:
-        ref = np.asarray(pixel_shuffle(first, r))
+        ref = np.asarray(tc.pixel_shuffle(first, r))
     ref = np.moveaxis(ref.reshape(*batch, *ref.shape[1:]), len(batch), -1)
     np.testing.assert_array_equal(tc_nnx.PixelShuffle(factor)(x), ref)
     np.testing.assert_array_equal(linen.PixelShuffle(factor).apply({}, x), ref)
