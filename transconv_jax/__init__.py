@@ -7,6 +7,10 @@ import importlib
 from typing import Any
 
 from ._conv import conv as conv
+from ._convert import as_conv_transpose as as_conv_transpose
+from ._convert import as_subpixel_conv as as_subpixel_conv
+from ._convert import checkerboard_free as checkerboard_free
+from ._convert import overlap_counts as overlap_counts
 from ._dispatch import conv_transpose as conv_transpose
 from ._dispatch import conv_transpose_matmul as conv_transpose_matmul
 from ._dispatch import conv_transpose_scatter as conv_transpose_scatter

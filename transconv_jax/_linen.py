@@ -75,3 +75,24 @@ class ConvTranspose(linen.Module):
         bias_init = torch_bias_init(shape) if self.bias_init is None else self.bias_init
         bias = self.param("bias", bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         return conv_transpose_channels_last(x, kernel, bias, **call_args(self), output_shape=output_shape)
+
+
+# Appended below the layers (their imports at the top are being rewritten); move up when they settle.
+from ._shuffle import pixel_shuffle_channels_last  # noqa: E402
+
+
+class PixelShuffle(linen.Module):
+    """Depth-to-space (Linen), channels-last: the same layer as `transconv_jax.nnx.PixelShuffle`.
+
+    Attributes:
+        upscale_factor: an int (2-D, as `torch.nn.PixelShuffle`) or one int per spatial axis.
+
+    Example:
+        >>> PixelShuffle((2,)).apply({}, jnp.ones((5, 4))).shape
+        (10, 2)
+    """
+
+    upscale_factor: IntOrTuple
+
+    def __call__(self, x: ArrayLike) -> jax.Array:
+        return pixel_shuffle_channels_last(x, self.upscale_factor)

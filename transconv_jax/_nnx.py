@@ -103,3 +103,30 @@ class ConvTranspose(nnx.Module):
         check_features(x, self.in_features)
         bias = None if self.bias is None else self.bias[...]
         return conv_transpose_channels_last(x, self.kernel[...], bias, **call_args(self), output_shape=output_shape)
+
+
+# Appended below the layers (their imports at the top are being rewritten); move up when they settle.
+from ._shuffle import pixel_shuffle_channels_last  # noqa: E402
+
+
+class PixelShuffle(nnx.Module):
+    """Depth-to-space (NNX), channels-last: `torch.nn.PixelShuffle` with PyTorch's channel order.
+
+    `(*batch, *spatial, C * prod(r))` to `(*batch, *(spatial * r), C)`; output channel `c` at offset
+    `i` inside each block is input channel `c * prod(r) + ravel(i)`, as in PyTorch. Note that an int
+    factor means two spatial axes, as in `torch.nn.PixelShuffle` (not one, as `kernel_size` does):
+    give a tuple, one factor per spatial axis, for 1-D or 3-D.
+
+    Args:
+        upscale_factor: an int (2-D) or one int per spatial axis.
+
+    Example:
+        >>> PixelShuffle(2)(jnp.ones((5, 3, 4, 8))).shape
+        (5, 6, 8, 2)
+    """
+
+    def __init__(self, upscale_factor: IntOrTuple):
+        self.upscale_factor = upscale_factor
+
+    def __call__(self, x: ArrayLike) -> jax.Array:
+        return pixel_shuffle_channels_last(x, self.upscale_factor)

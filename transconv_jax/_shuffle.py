@@ -122,3 +122,36 @@ def _check(input, factor, name: str, *, divide: bool) -> tuple[jax.Array, tuple[
     if not divide and any(n % r for n, r in zip(sizes, factors, strict=True)):
         raise ValueError(f"input has spatial shape {tuple(sizes)}; each size must be a multiple of {name}={factor!r}.")
     return x, factors
+
+
+def pixel_shuffle_channels_last(input: ArrayLike, upscale_factor: int | Sequence[int]) -> jax.Array:
+    """`pixel_shuffle` for channels-last input: `(*batch, *spatial, C * prod(r))` to `(*batch, *(spatial * r), C)`.
+
+    The channel order is PyTorch's (input channel `c * prod(r) + j` is phase `j` of output channel `c`);
+    an int factor means two spatial axes, as in `torch.nn.PixelShuffle`.
+
+    Args:
+        input: `(*batch, *spatial, C * prod(r))`, any number of leading axes.
+        upscale_factor: an int (2-D) or one int per spatial axis.
+
+    Returns:
+        `(*batch, *(spatial * r), C)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> pixel_shuffle_channels_last(jnp.arange(4.0).reshape(1, 1, 4), 2)[..., 0]
+        Array([[0., 1.],
+               [2., 3.]], dtype=float32)
+    """
+    x = jnp.asarray(input)
+    factors = int_tuple("upscale_factor", upscale_factor, 2 if isinstance(upscale_factor, int) else None, minimum=1)
+    nd, p = len(factors), math.prod(factors)
+    if not 1 <= nd <= 3 or x.ndim < nd + 1 or x.shape[-1] % p:
+        raise ValueError(
+            f"input has shape {tuple(x.shape)}; with upscale_factor={upscale_factor!r} it must be "
+            f"(*batch, *spatial, C * {p}) with {nd} spatial axes (an int factor means 2, as in PyTorch)."
+        )
+    batch, rows, c = x.shape[: x.ndim - nd - 1], x.shape[x.ndim - nd - 1 : -1], x.shape[-1]
+    x = x.reshape(math.prod(batch), *rows, c // p, p)
+    out = interleave(x, "N" + "X" * nd + "CP", factors, channels_last=True)
+    return out.reshape(*batch, *out.shape[1:])
