@@ -1,0 +1,26 @@
+"""The benchmark scripts run end to end on tiny layers: `benchmarks/bench.py --quick` and `benchmarks/gpu.sh --dry-run`."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _run(cmd, **env):
+    """Run from the repository root with this checkout first on the path (as `PYTHONPATH=.` does)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def test_bench_quick_writes_the_markdown_table(tmp_path):
+    _run([sys.executable, "benchmarks/bench.py", "--quick", "--only", "2-D", "--out", str(tmp_path)])
+    table = (tmp_path / "bench.md").read_text()
+    assert "load average" in table and "Values checked before timing" in table
+    for name in ("auto", "vjp", "scatter", "subpixel", "lax", "torch", "jax.lax", "flax", "auto / jax.lax"):
+        assert f"| {name} |" in table or f" {name} |" in table, name
+    assert "DCGAN generator" in table and "WRONG" not in table
+    assert (tmp_path / "bench.png").stat().st_size > 0
