@@ -24,3 +24,16 @@ def test_bench_quick_writes_the_markdown_table(tmp_path):
         assert f"| {name} |" in table or f" {name} |" in table, name
     assert "DCGAN generator" in table and "WRONG" not in table
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_gpu_dry_run_writes_a_table_with_every_contender(tmp_path):
+    _run(["bash", "benchmarks/gpu.sh", "--dry-run"], OUT=str(tmp_path), PYTHON=sys.executable)
+    table = (tmp_path / "gpu_bench.md").read_text()
+    assert "Dry run" in table and "WRONG" not in table
+    header = "| layer | auto | vjp | matmul | scatter | subpixel | lax | jax.lax | torch | auto / jax.lax |"
+    for dtype in ("float32", "bfloat16"):
+        for phase in ("forward", "forward + backward", "memory of one forward + backward"):
+            assert f"**{dtype}, {phase}**" in table
+    assert table.count(header) == 4
+    rows = [line for line in table.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 6 and all("n/a (" not in row for row in rows[:2])
