@@ -1,6 +1,6 @@
 """The decoder-layer suite that `bench.py` (CPU) and `gpu_bench.py` (GPU) share.
 
-Layers of real decoders; the contenders (every form of transconv_jax, `auto`, the jax.lax form,
+Layers of real decoders; the contenders (every form of transconv_jax, `auto`,
 `jax.lax.conv_transpose` itself, Flax and PyTorch), each built for one layer and dtype on the
 default device; a check of every contender's value and both gradients against PyTorch in float64
 before it is timed; interleaved timing; and the machine's load average while it ran.
@@ -20,12 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import transconv_jax as tc
+from transconv_jax._conv import flip_kernel
 from transconv_jax._dispatch import FORMS, auto_method
-from transconv_jax._lax import conv_transpose_lax_form
 from transconv_jax._spec import Spec, conv_transpose_spec, dilated_kernel
 
-# Every method of `conv_transpose`, plus the jax.lax form until the dispatcher lists it.
-METHODS = ("auto", *FORMS) + (() if "lax" in FORMS else ("lax",))
+METHODS = ("auto", *FORMS)  # every `method=` of `conv_transpose`
 SLOW_S = 0.5  # a contender slower than this per fwd+bwd is timed in 3 rounds only
 # A machine is "quiet" when the 1-min load average was at most QUIET_BEFORE per core before the
 # run and at most QUIET_DURING per core while it ran (the bench itself keeps every core busy).
@@ -127,16 +126,14 @@ TINY_GENERATOR = (
 def layer_spec(layer: Layer) -> Spec:
     """The canonical `Spec` of a layer."""
     y, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (layer.y_shape, layer.w_shape))
-    spec, _ = conv_transpose_spec(y, w, **layer.kwargs, output_shape=None, dimension_numbers=None, precision=None)
+    kw = dict(bias=None, output_shape=None, dimension_numbers=None, precision=None)
+    spec, _ = conv_transpose_spec(y, w, **layer.kwargs, **kw)
     return spec
 
 
 def auto_pick(layer: Layer, platform: str) -> str:
     """The form `method="auto"` runs for `layer` on `platform` ('cpu', 'cuda', ...)."""
-    try:
-        return auto_method(layer_spec(layer), layer.y_shape, layer.w_shape, platform=platform)
-    except TypeError:  # before the dispatcher took `platform=`
-        return auto_method(layer_spec(layer), layer.y_shape, layer.w_shape, "cpu" if platform == "cpu" else "gpu")
+    return auto_method(layer_spec(layer), layer.y_shape, layer.w_shape, platform=platform)
 
 
 # ------------------------------------------------------------------------------ contenders
@@ -156,25 +153,24 @@ class Contender:
 
 
 def method_fn(layer: Layer, method: str) -> Callable:
-    """`conv_transpose(..., method=method)`; the jax.lax form on the canonical spec if not yet a method."""
-    if method == "lax" and "lax" not in FORMS:
-        spec = layer_spec(layer)
-        return lambda y, w: conv_transpose_lax_form(y, w, spec)
+    """`conv_transpose(..., method=method)`."""
     return lambda y, w: tc.conv_transpose(y, w, **layer.kwargs, method=method)
 
 
 def jax_lax_fn(layer: Layer) -> Callable:
     """`jax.lax.conv_transpose(..., transpose_kernel=True)` with PyTorch's padding as explicit pairs.
 
-    It has no groups: grouped layers get the same lowering with `feature_group_count` (the jax.lax form).
+    It has no groups: grouped layers get the convolution it would emit, with `feature_group_count`.
     """
     spec = layer_spec(layer)
-    if layer.groups > 1:
-        return lambda y, w: conv_transpose_lax_form(y, w, spec)
     dk = dilated_kernel((layer.kernel,) * layer.ndim, spec.dilation)
     pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding)]
     dn = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}[layer.ndim]
-    return lambda y, w: jax.lax.conv_transpose(y, w, spec.stride, pads, spec.dilation, dn, transpose_kernel=True)
+    if layer.groups == 1:
+        return lambda y, w: jax.lax.conv_transpose(y, w, spec.stride, pads, spec.dilation, dn, transpose_kernel=True)
+    ones = (1,) * layer.ndim
+    return lambda y, w: jax.lax.conv_general_dilated(y, flip_kernel(w, layer.groups), ones, pads, spec.stride,
+                                                     spec.dilation, dn, feature_group_count=layer.groups)  # fmt: skip
 
 
 def jax_contender(f: Callable, y, w, g, dtype) -> Contender:
