@@ -20,7 +20,17 @@ def test_bench_quick_writes_the_markdown_table(tmp_path):
     _run([sys.executable, "benchmarks/bench.py", "--quick", "--only", "2-D", "--out", str(tmp_path)])
     table = (tmp_path / "bench.md").read_text()
     assert "load average" in table and "Values checked before timing" in table
-    for name in ("auto", "vjp", "scatter", "subpixel", "torch", "jax.lax", "flax", "auto / jax.lax"):
+    for name in (
+        "auto",
+        "vjp",
+        "scatter",
+        "subpixel",
+        "torch",
+        "jax.lax",
+        "flax",
+        "/ jax.lax fwd+bwd",
+        "/ pick fwd+bwd",
+    ):
         assert f"| {name} |" in table or f" {name} |" in table, name
     assert "DCGAN generator" in table and "WRONG" not in table
     assert (tmp_path / "bench.png").stat().st_size > 0
