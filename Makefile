@@ -24,7 +24,7 @@ test: $(VENV)/.test
 	$(BIN)/python -m pytest -n 2 -q --nbmake tests transconv_jax notebooks
 
 bench: $(VENV)/.test
-	$(BIN)/python -m transconv_jax bench
+	$(BIN)/python benchmarks/bench.py
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,0 +1,356 @@
+"""The decoder-layer suite that `bench.py` (CPU) and `gpu_bench.py` (GPU) share.
+
+Layers of real decoders; the contenders (every form of transconv_jax, `auto`,
+`jax.lax.conv_transpose` itself, Flax and PyTorch), each built for one layer and dtype on the
+default device; a check of every contender's value and both gradients against PyTorch in float64
+before it is timed; interleaved timing; and the machine's load average while it ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import transconv_jax as tc
+from transconv_jax._conv import flip_kernel
+from transconv_jax._dispatch import FORMS, auto_method
+from transconv_jax._spec import Spec, conv_transpose_spec, dilated_kernel
+
+METHODS = ("auto", *FORMS)  # every `method=` of `conv_transpose`
+SLOW_S = 0.5  # a contender slower than this per fwd+bwd is timed in 3 rounds only
+# A machine is "quiet" when the 1-min load average was at most QUIET_BEFORE per core before the
+# run and at most QUIET_DURING per core while it ran (the bench itself keeps every core busy).
+QUIET_BEFORE, QUIET_DURING = 0.25, 1.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One transposed convolution of a real decoder, PyTorch's arguments."""
+
+    name: str
+    batch: int
+    c_in: int
+    c_out: int
+    spatial: tuple[int, ...]
+    kernel: int
+    stride: int
+    padding: int = 0
+    output_padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spatial)
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+                    dilation=self.dilation, groups=self.groups)  # fmt: skip
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.c_in, *self.spatial)
+
+    @property
+    def w_shape(self) -> tuple[int, ...]:
+        return (self.c_in, self.c_out // self.groups, *(self.kernel,) * self.ndim)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        kw = {k: v for k, v in self.kwargs.items() if k != "groups"}
+        return (self.batch, self.c_out, *tc.conv_transpose_output_shape(self.spatial, self.kernel, **kw))
+
+    @property
+    def flops(self) -> float:
+        """Useful multiply-adds x 2 of one pass: every input element times its kernel taps."""
+        taps = self.kernel**self.ndim * self.c_out // self.groups
+        return 2.0 * self.batch * math.prod(self.spatial) * self.c_in * taps
+
+    def arrays(self, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Input, kernel (PyTorch's default scale) and an upstream gradient, float32."""
+        rng = np.random.default_rng(seed)
+        y = rng.standard_normal(self.y_shape, dtype=np.float32)
+        w = rng.standard_normal(self.w_shape, dtype=np.float32) / np.float32(
+            math.sqrt(self.c_in * self.kernel**self.ndim)
+        )
+        return y, w, rng.standard_normal(self.out_shape, dtype=np.float32)
+
+    def describe(self) -> str:
+        extra = "".join(f" {k}{v}" for k, v in (("p", self.padding), ("op", self.output_padding)) if v)
+        extra += f" d{self.dilation}" * (self.dilation > 1) + f" g{self.groups}" * (self.groups > 1)
+        shape = "x".join(map(str, self.spatial))
+        return f"{self.batch}x{self.c_in}x{shape} -> {self.c_out} ch, k{self.kernel} s{self.stride}{extra}"
+
+
+LAYERS = (
+    Layer("DCGAN 16x16", 8, 256, 128, (16, 16), 4, 2, 1),
+    Layer("DCGAN 32x32", 8, 128, 64, (32, 32), 4, 2, 1),
+    Layer("U-Net k2 s2", 8, 128, 64, (32, 32), 2, 2),
+    Layer("U-Net k3 s2 op1", 8, 128, 64, (32, 32), 3, 2, 1, 1),
+    Layer("FCN-8s x8", 2, 21, 21, (32, 32), 16, 8, 4),
+    Layer("HiFi-GAN 1-D", 4, 512, 256, (200,), 16, 8, 4),
+    Layer("V-Net 3-D k2 s2", 2, 64, 32, (16, 16, 16), 2, 2),
+    Layer("3-D U-Net k3 op1", 2, 64, 32, (16, 16, 16), 3, 2, 1, 1),
+    Layer("grouped (32 groups)", 8, 256, 256, (16, 16), 4, 2, 1, groups=32),
+    Layer("dilated (d2)", 8, 64, 64, (32, 32), 3, 1, 2, dilation=2),
+    Layer("stride 1", 8, 128, 64, (32, 32), 3, 1, 1),
+)
+TINY = (
+    Layer("tiny 2-D k4 s2", 2, 8, 4, (8, 8), 4, 2, 1),
+    Layer("tiny 1-D k3 s2 op1 g2", 2, 8, 4, (16,), 3, 2, 1, 1, groups=2),
+)
+# DCGAN's generator (Radford et al.), without BatchNorm: 100 -> 512 ch at 4x4, then doubling to 64x64 RGB.
+GENERATOR = (
+    Layer("G1 1x1 -> 4x4", 8, 100, 512, (1, 1), 4, 1, 0),
+    Layer("G2 4x4 -> 8x8", 8, 512, 256, (4, 4), 4, 2, 1),
+    Layer("G3 8x8 -> 16x16", 8, 256, 128, (8, 8), 4, 2, 1),
+    Layer("G4 16x16 -> 32x32", 8, 128, 64, (16, 16), 4, 2, 1),
+    Layer("G5 32x32 -> 64x64", 8, 64, 3, (32, 32), 4, 2, 1),
+)
+TINY_GENERATOR = (
+    Layer("g1 1x1 -> 4x4", 2, 8, 8, (1, 1), 4, 1, 0),
+    Layer("g2 4x4 -> 8x8", 2, 8, 4, (4, 4), 4, 2, 1),
+    Layer("g3 8x8 -> 16x16", 2, 4, 3, (8, 8), 4, 2, 1),
+)
+
+
+def layer_spec(layer: Layer) -> Spec:
+    """The canonical `Spec` of a layer."""
+    y, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (layer.y_shape, layer.w_shape))
+    kw = dict(bias=None, output_shape=None, dimension_numbers=None, precision=None)
+    spec, _ = conv_transpose_spec(y, w, **layer.kwargs, **kw)
+    return spec
+
+
+def auto_pick(layer: Layer, platform: str) -> str:
+    """The form `method="auto"` runs for `layer` on `platform` ('cpu', 'cuda', ...)."""
+    return auto_method(layer_spec(layer), layer.y_shape, layer.w_shape, platform=platform)
+
+
+# ------------------------------------------------------------------------------ contenders
+
+
+@dataclasses.dataclass
+class Contender:
+    """One implementation's compiled forward and forward+backward, with their arguments."""
+
+    fwd: Callable
+    fwd_bwd: Callable
+    args: tuple
+    compile_s: dict = dataclasses.field(default_factory=dict)  # "fwd", "fwd_bwd": seconds
+    memory: dict = dataclasses.field(default_factory=dict)  # bytes: XLA's plan of one fwd+bwd
+    sync: Callable = lambda out: jax.block_until_ready(out)
+    channels_last: bool = False  # Flax: outputs `(N, *spatial, C)`, kernel `(*k, C_out, C_in)`
+
+
+def method_fn(layer: Layer, method: str) -> Callable:
+    """`conv_transpose(..., method=method)`."""
+    return lambda y, w: tc.conv_transpose(y, w, **layer.kwargs, method=method)
+
+
+def jax_lax_fn(layer: Layer) -> Callable:
+    """`jax.lax.conv_transpose(..., transpose_kernel=True)` with PyTorch's padding as explicit pairs.
+
+    It has no groups: grouped layers get the convolution it would emit, with `feature_group_count`.
+    """
+    spec = layer_spec(layer)
+    dk = dilated_kernel((layer.kernel,) * layer.ndim, spec.dilation)
+    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding)]
+    dn = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}[layer.ndim]
+    if layer.groups == 1:
+        return lambda y, w: jax.lax.conv_transpose(y, w, spec.stride, pads, spec.dilation, dn, transpose_kernel=True)
+    ones = (1,) * layer.ndim
+    return lambda y, w: jax.lax.conv_general_dilated(y, flip_kernel(w, layer.groups), ones, pads, spec.stride,
+                                                     spec.dilation, dn, feature_group_count=layer.groups)  # fmt: skip
+
+
+def jax_contender(f: Callable, y, w, g, dtype) -> Contender:
+    """Jit `f(y, w)` and `vjp(f)(g)`, each compiled ahead of time and timed while it compiles."""
+
+    def fwd_bwd(y, w, g):
+        out, vjp = jax.vjp(f, y, w)
+        return out, *vjp(g)
+
+    args = tuple(jnp.asarray(a, dtype) for a in (y, w, g))
+    c = Contender(None, None, args)
+    for name, fn, n in (("fwd", f, 2), ("fwd_bwd", fwd_bwd, 3)):
+        start = time.perf_counter()
+        compiled = jax.jit(fn).lower(*args[:n]).compile()
+        c.compile_s[name] = time.perf_counter() - start
+        setattr(c, name, (lambda y, w, g, fn=compiled: fn(y, w)) if n == 2 else compiled)
+    analysis = compiled.memory_analysis()
+    if analysis is not None:
+        c.memory = {"temp": analysis.temp_size_in_bytes, "output": analysis.output_size_in_bytes}
+    return c
+
+
+def flax_contender(layer: Layer, y, w, g, dtype) -> Contender:
+    """Flax's `linen.ConvTranspose(transpose_kernel=True)` on channels-last data (its own layout), no bias."""
+    if layer.groups > 1:
+        raise NotImplementedError("flax.linen.ConvTranspose has no groups")
+    import flax.linen as nn
+
+    spec = layer_spec(layer)
+    dk = dilated_kernel((layer.kernel,) * layer.ndim, spec.dilation)
+    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding)]
+    module = nn.ConvTranspose(layer.c_out, (layer.kernel,) * layer.ndim, (layer.stride,) * layer.ndim, pads,
+                              (layer.dilation,) * layer.ndim, use_bias=False, transpose_kernel=True,
+                              dtype=dtype, param_dtype=dtype)  # fmt: skip
+    last = lambda a: np.moveaxis(a, 1, -1)
+    kernel = w.transpose(*range(2, w.ndim), 1, 0)  # (*k, C_out, C_in): flax's kernel for transpose_kernel
+    f = lambda y, k: module.apply({"params": {"kernel": k}}, y)
+    return dataclasses.replace(jax_contender(f, last(y), kernel, last(g), dtype), channels_last=True)
+
+
+def torch_device() -> str:
+    import torch
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_contender(layer: Layer, y, w, g, dtype) -> Contender:
+    """`F.conv_transpose{1,2,3}d` (oneDNN on CPU, cuDNN on CUDA) on the same numbers."""
+    import torch
+    import torch.nn.functional as F
+
+    op = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[layer.ndim]
+    dev, tdtype = torch_device(), {"float32": torch.float32, "bfloat16": torch.bfloat16}[np.dtype(dtype).name]
+    ty, tw, tg = (torch.tensor(a).to(dev, tdtype) for a in (y, w, g))
+    ty.requires_grad_(), tw.requires_grad_()
+
+    def fwd(y, w, g):
+        with torch.no_grad():
+            return op(y, w, **layer.kwargs)
+
+    def fwd_bwd(y, w, g):
+        y.grad = w.grad = None
+        out = op(y, w, **layer.kwargs)
+        out.backward(g)
+        return out, y.grad, w.grad
+
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    return Contender(fwd, fwd_bwd, (ty, tw, tg), sync=lambda out: sync())
+
+
+def build(layer: Layer, name: str, dtype=jnp.float32) -> Contender:
+    """One contender for `layer`: a method name, 'jax.lax', 'flax' or 'torch'. Raises `ValueError`
+    (e.g. the matrix form's memory guard) or `NotImplementedError` when it cannot run the layer."""
+    y, w, g = layer.arrays()
+    if name == "torch":
+        return torch_contender(layer, y, w, g, dtype)
+    if name == "flax":
+        return flax_contender(layer, y, w, g, dtype)
+    f = jax_lax_fn(layer) if name == "jax.lax" else method_fn(layer, name)
+    return jax_contender(f, y, w, g, dtype)
+
+
+# ------------------------------------------------------------------------------ value check
+
+
+def reference(layer: Layer, dtype) -> tuple[np.ndarray, ...]:
+    """PyTorch's value and gradients in float64, from the inputs rounded to `dtype`."""
+    import torch
+    import torch.nn.functional as F
+
+    op = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[layer.ndim]
+    rounded = (np.asarray(jnp.asarray(a, dtype).astype(jnp.float32)) for a in layer.arrays())
+    ty, tw, tg = (torch.tensor(a, dtype=torch.float64, device=torch_device()) for a in rounded)
+    ty.requires_grad_(), tw.requires_grad_()
+    out = op(ty, tw, **layer.kwargs)
+    out.backward(tg)
+    return tuple(t.detach().cpu().numpy() for t in (out, ty.grad, tw.grad))
+
+
+def tolerance(dtype) -> float:
+    """Largest error allowed, relative to the largest magnitude of PyTorch's float64 result.
+
+    float32 on CPU: 1e-4. On a GPU, XLA and cuDNN may use TF32 for float32 convolutions (10-bit
+    mantissa), and bfloat16 has an 8-bit one: 2e-2."""
+    return 1e-4 if np.dtype(dtype) == np.float32 and jax.default_backend() == "cpu" else 2e-2
+
+
+def check(c: Contender, ref: tuple[np.ndarray, ...]) -> float:
+    """The worst relative error of a contender's value, grad y and grad w against `ref`."""
+    out = c.fwd_bwd(*c.args)
+    c.sync(out)
+    worst = 0.0
+    for i, (a, b) in enumerate(zip(out, ref, strict=True)):
+        a = _numpy(a)
+        if c.channels_last:  # back to PyTorch's layout
+            a = np.moveaxis(a, -1, 1) if i < 2 else a.transpose(a.ndim - 1, a.ndim - 2, *range(a.ndim - 2))
+        worst = max(worst, float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max())))
+    return worst
+
+
+def _numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        return a.detach().float().cpu().numpy().astype(np.float64)
+    return np.asarray(jnp.asarray(a).astype(jnp.float32), np.float64)
+
+
+# ------------------------------------------------------------------------------ load and timing
+
+
+@dataclasses.dataclass
+class Load:
+    """The 1-min load average before, during (sampled after each round) and after a run."""
+
+    before: float = dataclasses.field(default_factory=lambda: os.getloadavg()[0])
+    during: list = dataclasses.field(default_factory=list)
+    after: float | None = None
+
+    def sample(self) -> None:
+        self.during.append(os.getloadavg()[0])
+
+    def finish(self) -> Load:
+        self.after = os.getloadavg()[0]
+        return self
+
+    @property
+    def quiet(self) -> bool:
+        cores = os.cpu_count() or 1
+        return self.before <= QUIET_BEFORE * cores and max(self.during, default=0.0) <= QUIET_DURING * cores
+
+    def describe(self) -> str:
+        cores = os.cpu_count() or 1
+        text = (f"1-min load average {self.before:.2f} before, at most {max(self.during, default=0.0):.2f} "
+                f"during, {self.after if self.after is not None else float('nan'):.2f} after, on {cores} cores")  # fmt: skip
+        if self.quiet:
+            return f"{text}: quiet (before <= {QUIET_BEFORE * cores:g}, during <= {QUIET_DURING * cores:g})."
+        return (f"**NOT QUIET: {text}** (quiet means before <= {QUIET_BEFORE * cores:g} and during <= "
+                f"{QUIET_DURING * cores:g}); other programs shared the machine, so these timings are noisy.")  # fmt: skip
+
+
+def time_once(c: Contender, fn: Callable) -> float:
+    start = time.perf_counter()
+    c.sync(fn(*c.args))
+    return time.perf_counter() - start
+
+
+def time_contenders(live: dict[str, Contender], rounds: int, load: Load) -> dict[str, dict[str, float]]:
+    """Interleave the contenders: each round runs every one once (forward, then fwd+bwd); medians."""
+    times = {k: {"fwd": [], "fwd_bwd": []} for k in live}
+    for c in live.values():  # warm-up
+        time_once(c, c.fwd), time_once(c, c.fwd_bwd)
+    for r in range(rounds):
+        for name, c in live.items():
+            if r >= 3 and statistics.median(times[name]["fwd_bwd"]) > SLOW_S:
+                continue
+            times[name]["fwd"].append(time_once(c, c.fwd))
+            times[name]["fwd_bwd"].append(time_once(c, c.fwd_bwd))
+        load.sample()
+    return {k: {p: statistics.median(v) for p, v in t.items()} for k, t in times.items()}
+
+
+def geomean(xs) -> float:
+    xs = list(xs)
+    return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else float("nan")

@@ -1,0 +1,51 @@
+"""The benchmark scripts run end to end on tiny layers: `benchmarks/bench.py --quick` and `benchmarks/gpu.sh --dry-run`."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _run(cmd, **env):
+    """Run from the repository root with this checkout first on the path (as `PYTHONPATH=.` does)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def test_bench_quick_writes_the_markdown_table(tmp_path):
+    _run([sys.executable, "benchmarks/bench.py", "--quick", "--only", "2-D", "--out", str(tmp_path)])
+    table = (tmp_path / "bench.md").read_text()
+    assert "load average" in table and "Values checked before timing" in table
+    for name in (
+        "auto",
+        "vjp",
+        "scatter",
+        "subpixel",
+        "torch",
+        "jax.lax",
+        "flax",
+        "/ jax.lax fwd+bwd",
+        "/ pick fwd+bwd",
+    ):
+        assert f"| {name} |" in table or f" {name} |" in table, name
+    assert "DCGAN generator" in table and "WRONG" not in table
+    assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_gpu_dry_run_writes_a_table_with_every_contender(tmp_path):
+    _run(["bash", "benchmarks/gpu.sh", "--dry-run"], OUT=str(tmp_path), PYTHON=sys.executable)
+    table = (tmp_path / "gpu_bench.md").read_text()
+    assert "Dry run" in table
+    header = "| layer | auto | vjp | matmul | scatter | subpixel | jax.lax | torch | auto / jax.lax |"
+    for dtype in ("float32", "bfloat16"):
+        for phase in ("forward", "forward + backward", "memory of one forward + backward"):
+            assert f"**{dtype}, {phase}**" in table
+    assert table.count(header) == 4
+    rows = [line for line in table.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 6 and all(row.count("|") == (10 if i % 3 < 2 else 9) for i, row in enumerate(rows))
+    float32_times = rows[:2]  # every contender checked against PyTorch and timed (bfloat16 may flag one WRONG)
+    assert all("WRONG" not in row and "n/a" not in row for row in float32_times)
