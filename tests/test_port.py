@@ -495,3 +495,17 @@ def test_kernel_metadata_shards_the_output_channels():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "(None, None, None, 'model') ('model',) (2, 11, 11, 8)"
+
+
+def test_bfloat16_and_jax_values_load_as_they_are():
+    """bfloat16 torch tensors stay bfloat16 (no float32 detour that rounds twice); jax arrays load too."""
+    torch.manual_seed(0)
+    module = nn.ConvTranspose1d(2, 4, 3, stride=2).to(torch.bfloat16)
+    layer = nnx.eval_shape(lambda: tcn.ConvTranspose1d(2, 4, 3, 2, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+    tc.load_torch_state_dict(layer, module.state_dict())
+    assert layer.kernel[...].dtype == jnp.bfloat16
+    expected = np.moveaxis(module.weight.detach().float().numpy(), (0, 1), (-2, -1))
+    np.testing.assert_array_equal(np.asarray(layer.kernel[...], np.float32), expected)
+    as_jax = {k: jnp.asarray(v.float().numpy()) for k, v in module.state_dict().items()}
+    tc.load_torch_state_dict(layer, as_jax)
+    np.testing.assert_array_equal(np.asarray(layer.kernel[...], np.float32), expected)
