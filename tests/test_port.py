@@ -479,9 +479,11 @@ def test_conv_weight_refused_as_conv_transpose():
 
 
 def test_kernel_metadata_shards_the_output_channels():
+    """A kernel annotated ("model",) on its output axis is sharded so, built concretely or abstractly and loaded."""
     script = textwrap.dedent("""
         import jax, jax.numpy as jnp
         from flax import nnx
+        import transconv_jax as tc
         import transconv_jax.nnx as tcn
         mesh = jax.make_mesh((8,), ("model",), axis_types=(jax.sharding.AxisType.Auto,))
         with jax.set_mesh(mesh):
@@ -490,11 +492,18 @@ def test_kernel_metadata_shards_the_output_channels():
                 bias_metadata={"sharding_names": ("model",)})
             y = nnx.jit(lambda m, x: m(x))(layer, jnp.ones((2, 5, 5, 4)))
             print(tuple(layer.kernel[...].sharding.spec), tuple(layer.bias[...].sharding.spec), y.shape)
+            abstract = nnx.eval_shape(lambda: tcn.ConvTranspose2d(4, 8, 3, 2, rngs=nnx.Rngs(0),
+                kernel_metadata={"sharding_names": (None, None, None, "model")}))
+            tc.load_torch_state_dict(abstract, tc.torch_state_dict(layer))
+            kernel = abstract.kernel[...]
+            print(tuple(kernel.sharding.spec), len(kernel.sharding.device_set), bool((kernel == layer.kernel[...]).all()))
     """)
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu", "PATH": ""}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == "(None, None, None, 'model') ('model',) (2, 11, 11, 8)"
+    lines = done.stdout.split("\n")
+    assert lines[0] == "(None, None, None, 'model') ('model',) (2, 11, 11, 8)"
+    assert lines[1] == "(None, None, None, 'model') 8 True"  # loaded into an abstract model, sharded as annotated
 
 
 def test_bfloat16_and_jax_values_load_as_they_are():

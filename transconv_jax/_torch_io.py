@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -68,7 +69,8 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Any, *, strict: bool = 
 
     Works on a model built abstractly, `nnx.eval_shape(lambda: Model(..., rngs=nnx.Rngs(0)))`: its
     `ShapeDtypeStruct`s are replaced by arrays, so no initialiser is compiled. Values are cast to each
-    variable's dtype. Nothing is loaded when `strict=True` and something does not fit.
+    variable's dtype and placed with its sharding (for a model built under `jax.set_mesh(mesh)` with
+    `kernel_metadata={"sharding_names": ...}`, load under the same mesh). Nothing is loaded when `strict=True` and something does not fit.
 
     Args:
         model: the NNX model; its layers are matched by their PyTorch module paths (see the module docstring).
@@ -303,10 +305,23 @@ def _nnx_slots(model: nnx.Module) -> list[Slot]:
             if isinstance(var, nnx.Variable):
                 key = f"{prefix}.{torch_name}" if prefix else torch_name
                 value = var.get_value()
-                slots.append(
-                    Slot(key, f"{where}.{attr}", how, tuple(value.shape), value.dtype, var.set_value, var.get_value)
-                )
+                put = _placed(var.set_value, value)
+                slots.append(Slot(key, f"{where}.{attr}", how, tuple(value.shape), value.dtype, put, var.get_value))
     return slots
+
+
+def _placed(set_value: Callable[[Any], None], old: Any) -> Callable[[Any], None]:
+    """`set_value` that puts the new array where the old value was sharded (an abstract mesh: the one in use)."""
+    sharding = getattr(old, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return set_value
+    mesh = sharding.mesh
+    if isinstance(mesh, jax.sharding.AbstractMesh):
+        mesh = jax.sharding.get_mesh()  # the concrete mesh of `with jax.set_mesh(...)`
+        if mesh.empty:
+            return set_value
+    target = jax.sharding.NamedSharding(mesh, sharding.spec)
+    return lambda value: set_value(jax.device_put(value, target))
 
 
 def _sequential_layers(modules: Mapping[tuple, Any], path: tuple, i: int) -> bool:
