@@ -190,10 +190,9 @@ def _load(slots: list[Slot], state: dict[str, Any], torch_kinds: dict[str, str],
             )
             continue
         puts.append((slot, converted))
-    batch_norms = {s.key[: -len("running_var")] for s in slots if s.key.endswith("running_var")}
-    unexpected = [
-        k for k in state if k not in consumed and not (k.endswith("num_batches_tracked") and k[:-19] in batch_norms)
-    ]
+    batch_norms = {s.key.removesuffix("running_var") for s in slots if s.key.endswith("running_var")}
+    ignored = {f"{prefix}num_batches_tracked" for prefix in batch_norms}  # PyTorch's counter; Flax has none
+    unexpected = [k for k in state if k not in consumed and k not in ignored]
     result = IncompatibleKeys(missing, unexpected, mismatched)
     if strict and (missing or unexpected or mismatched):
         raise ValueError(_report(result))
