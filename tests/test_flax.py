@@ -43,15 +43,24 @@ def torch_module(cfg: Config, bias: bool, seed: int = 0) -> torch.nn.Module:
 def nnx_layer(cfg: Config, bias: bool, method: str = "auto", **kwargs) -> tcn.ConvTranspose:
     c_out = cfg.c_out_per_group * cfg.groups
     return tcn.ConvTranspose(
-        cfg.c_in, c_out, cfg.kernel, cfg.stride, cfg.padding, cfg.output_padding, cfg.dilation, cfg.groups,
-        use_bias=bias, method=method, rngs=nnx.Rngs(0), **kwargs,
+        cfg.c_in, c_out, cfg.kernel, cfg.stride, padding=cfg.padding, output_padding=cfg.output_padding,
+        kernel_dilation=cfg.dilation, feature_group_count=cfg.groups, use_bias=bias, method=method,
+        rngs=nnx.Rngs(0), **kwargs,
     )  # fmt: skip
 
 
 def linen_layer(cfg: Config, bias: bool, method: str = "auto") -> tcl.ConvTranspose:
     c_out = cfg.c_out_per_group * cfg.groups
     return tcl.ConvTranspose(
-        c_out, cfg.kernel, cfg.stride, cfg.padding, cfg.output_padding, cfg.dilation, cfg.groups, bias, method
+        c_out,
+        cfg.kernel,
+        cfg.stride,
+        cfg.padding,
+        cfg.dilation,
+        bias,
+        output_padding=cfg.output_padding,
+        feature_group_count=cfg.groups,
+        method=method,
     )
 
 
@@ -64,7 +73,9 @@ def torch_value_and_grads(module, x, cot):
     tx = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)
     out = module(tx)
     out.backward(torch.tensor(np.moveaxis(cot, -1, 1)))
-    grads = tc.torch_to_flax(module.weight.grad, None if module.bias is None else module.bias.grad)
+    grads = tc.torch_to_flax(
+        module.weight.grad, None if module.bias is None else module.bias.grad, kind="conv_transpose"
+    )
     return channels_last(out.detach()), grads, np.moveaxis(tx.grad.numpy(), 1, -1)
 
 
@@ -101,7 +112,7 @@ def check_nnx_against_torch(cfg: Config, bias: bool, method: str):
     """The NNX layer holding a torch module's weights: PyTorch's value and gradients, under nnx.jit."""
     module = torch_module(cfg, bias)
     layer = nnx_layer(cfg, bias, method)
-    tc.load_torch_weights(layer, module.weight, module.bias)
+    tc.load_torch_weights(layer, module)
     x, cot = random_input(cfg), random_cotangent(cfg)
     ref, ref_grads, ref_gx = torch_value_and_grads(module, x, cot)
     out = nnx.jit(lambda m, x: m(x))(layer, x)
@@ -117,7 +128,7 @@ def check_nnx_against_torch(cfg: Config, bias: bool, method: str):
 def test_linen_matches_torch_module(cfg):
     module = torch_module(cfg, bias=True, seed=1)
     layer = linen_layer(cfg, bias=True)
-    params = {"params": tc.torch_to_flax(module.weight, module.bias)}
+    params = {"params": tc.torch_to_flax(module)}
     x, cot = random_input(cfg), random_cotangent(cfg)
     ref, ref_grads, ref_gx = torch_value_and_grads(module, x, cot)
     out = jax.jit(layer.apply)(params, x)
@@ -138,14 +149,14 @@ def assert_trees_close(tree, expected):
 def test_random_configs_match_torch_module(cfg):
     module = torch_module(cfg, bias=True)
     layer = nnx_layer(cfg, bias=True)
-    tc.load_torch_weights(layer, module.weight, module.bias)
+    tc.load_torch_weights(layer, module)
     x = random_input(cfg)
     ref = channels_last(module(torch.tensor(np.moveaxis(x, -1, 1))).detach())
     assert_close(nnx.jit(lambda m, x: m(x))(layer, x), ref, err_msg=str(cfg))
 
 
 def test_torch_decoder_state_dict_loads_into_nnx():
-    """A small PyTorch generator's state_dict, loaded layer by layer, gives PyTorch's outputs."""
+    """A small PyTorch generator's state_dict, loaded in one call, gives PyTorch's outputs."""
     torch.manual_seed(0)
     decoder = torch.nn.Sequential(
         torch.nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1),
@@ -162,9 +173,7 @@ def test_torch_decoder_state_dict_loads_into_nnx():
         nnx.relu,
         tcn.ConvTranspose(4, 3, (3, 3), padding=1, use_bias=False, rngs=rngs),
     )
-    state = decoder.state_dict()
-    for i in (0, 2, 4):
-        tc.load_torch_weights(model.layers[i], state[f"{i}.weight"], state.get(f"{i}.bias"))
+    tc.load_torch_state_dict(model, decoder.state_dict())
     x = np.random.default_rng(0).standard_normal((2, 8, 5, 5)).astype(np.float32)
     out = nnx.jit(lambda m, x: m(x))(model, np.moveaxis(x, 1, -1))
     assert out.shape == (2, 20, 20, 3)
@@ -216,7 +225,7 @@ def test_string_padding_matches_flax(padding, kernel_size, strides, dilation, us
     """'SAME'/'VALID' mean what Flax's ConvTranspose(transpose_kernel=True) and jax.lax.conv_transpose mean."""
     nd = len(kernel_size)
     layer = tcn.ConvTranspose(
-        3, 4, kernel_size, strides, padding, kernel_dilation=dilation, use_bias=use_bias, rngs=nnx.Rngs(0)
+        3, 4, kernel_size, strides, padding=padding, kernel_dilation=dilation, use_bias=use_bias, rngs=nnx.Rngs(0)
     )
     flax_layer = flax.linen.ConvTranspose(
         4, kernel_size, strides, padding, kernel_dilation=dilation, use_bias=use_bias, transpose_kernel=True
@@ -330,7 +339,14 @@ def test_mixed_precision_bf16_compute_f32_params():
     grads = nnx.grad(lambda m: inner(m(x).astype(jnp.float32), np.ones(out.shape, np.float32)))(layer)
     assert grads["kernel"][...].dtype == jnp.float32
     linen = tcl.ConvTranspose(
-        6, cfg.kernel, cfg.stride, cfg.padding, cfg.output_padding, cfg.dilation, cfg.groups, dtype=jnp.bfloat16
+        6,
+        cfg.kernel,
+        cfg.stride,
+        cfg.padding,
+        cfg.dilation,
+        output_padding=cfg.output_padding,
+        feature_group_count=cfg.groups,
+        dtype=jnp.bfloat16,
     )
     np.testing.assert_array_equal(linen.apply({"params": nnx.to_pure_dict(nnx.state(layer, nnx.Param))}, x), out)
 
@@ -383,24 +399,24 @@ def test_linen_init_apply_under_jit_and_training():
 def test_weight_conversion_round_trip():
     w = torch.randn(6, 2, 3, 4, 5, requires_grad=True)
     b = torch.randn(4, requires_grad=True)
-    params = tc.torch_to_flax(w, b)
+    params = tc.torch_to_flax(w, b, kind="conv_transpose")
     assert params["kernel"].shape == (3, 4, 5, 6, 2) and params["bias"].shape == (4,)
     np.testing.assert_array_equal(params["kernel"][1, 2, 3], w.detach().numpy()[:, :, 1, 2, 3])
-    back = tc.flax_to_torch(params)
+    back = tc.flax_to_torch(params, kind="conv_transpose")
     np.testing.assert_array_equal(back["weight"], w.detach().numpy())
     np.testing.assert_array_equal(back["bias"], b.detach().numpy())
     layer = tcn.ConvTranspose(6, 4, (3, 4, 5), feature_group_count=2, rngs=nnx.Rngs(0))
-    tc.load_torch_weights(layer, w, b)
+    tc.load_torch_weights(layer, w, b, kind="conv_transpose")
     np.testing.assert_array_equal(tc.flax_to_torch(layer)["weight"], w.detach().numpy())
     module = torch.nn.ConvTranspose3d(6, 4, (3, 4, 5), groups=2)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in tc.flax_to_torch(layer).items()})
     np.testing.assert_array_equal(module.weight.detach().numpy(), w.detach().numpy())
-    assert set(tc.torch_to_flax(w.detach().numpy())) == {"kernel"}
+    assert set(tc.torch_to_flax(w.detach().numpy(), kind="conv_transpose")) == {"kernel"}
 
 
 def test_bfloat16_weights_convert():
     w = torch.randn(2, 3, 4, dtype=torch.bfloat16)
-    kernel = tc.torch_to_flax(w)["kernel"]
+    kernel = tc.torch_to_flax(w, kind="conv_transpose")["kernel"]
     assert kernel.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(kernel, np.float32), np.moveaxis(w.float().numpy(), (0, 1), (-2, -1)))
 
@@ -441,10 +457,107 @@ def test_load_errors():
     with pytest.raises(
         ValueError, match=r"becomes kernel of shape \(3, 3, 6, 4\), but the layer's kernel has shape \(3, 3, 4, 6\)"
     ):
-        tc.load_torch_weights(layer, torch.zeros(6, 4, 3, 3), torch.zeros(6))
+        tc.load_torch_weights(layer, torch.zeros(6, 4, 3, 3), torch.zeros(6), kind="conv_transpose")
     with pytest.raises(ValueError, match=r"the layer has a bias but bias is None; set use_bias=False"):
-        tc.load_torch_weights(layer, torch.zeros(4, 6, 3, 3))
+        tc.load_torch_weights(layer, torch.zeros(4, 6, 3, 3), kind="conv_transpose")
     with pytest.raises(ValueError, match=r"weight has shape \(4, 6\); a PyTorch ConvTranspose\{1,2,3\}d weight"):
-        tc.torch_to_flax(np.zeros((4, 6), np.float32))
+        tc.torch_to_flax(np.zeros((4, 6), np.float32), kind="conv_transpose")
     with pytest.raises(TypeError, match=r"weight has dtype int64"):
-        tc.torch_to_flax(np.zeros((4, 6, 3), np.int64))
+        tc.torch_to_flax(np.zeros((4, 6, 3), np.int64), kind="conv_transpose")
+    with pytest.raises(ValueError, match=r"kind='deconv' is not one of \('conv_transpose', 'conv', 'linear'\)"):
+        tc.torch_to_flax(np.zeros((4, 6, 3), np.float32), kind="deconv")
+    with pytest.raises(TypeError, match=r"params is a mapping, which does not say.*pass kind='conv_transpose'"):
+        tc.flax_to_torch({"kernel": np.zeros((3, 4, 6), np.float32)})
+    with pytest.raises(TypeError, match=r"layer is a ConvTranspose; give this library's ConvTranspose layer"):
+        tc.load_torch_weights(nnx.ConvTranspose(4, 6, (3, 3), rngs=nnx.Rngs(0)), torch.nn.ConvTranspose2d(4, 6, 3))
+
+
+# ------------------------------------------------------------ PyTorch-named layers, Flax's conventions
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_pytorch_named_layers_match_torch(nd):
+    """ConvTranspose{n}d takes PyTorch's positional constructor, ints broadcast, and gives PyTorch's numbers."""
+    torch.manual_seed(nd)
+    module = getattr(torch.nn, f"ConvTranspose{nd}d")(4, 6, 3, 2, 1, 1, 2, True, 1)
+    layer = getattr(tcn, f"ConvTranspose{nd}d")(4, 6, 3, 2, 1, 1, 2, True, 1, rngs=nnx.Rngs(0))
+    assert layer.kernel.shape == (*(3,) * nd, 4, 3)
+    tc.load_torch_weights(layer, module)
+    x = np.random.default_rng(0).standard_normal((1, *(3,) * nd, 4)).astype(np.float32)
+    ref = channels_last(module(torch.tensor(np.moveaxis(x, -1, 1))).detach())
+    assert_close(layer(x), ref)
+    linen = getattr(tcl, f"ConvTranspose{nd}d")(4, 6, 3, 2, 1, 1, 2, True, 1)
+    assert_close(linen.apply({"params": tc.torch_to_flax(module)}, x), ref)
+    init = linen.init(jax.random.key(0), x)["params"]
+    assert init["kernel"].shape == layer.kernel.shape and init["bias"].shape == (6,)
+    assert np.abs(init["kernel"]).max() <= 1 / np.sqrt(3 * 3**nd)  # PyTorch's bound, fan_in = out/g * prod(k)
+
+
+def test_int_kernel_size_refused_on_rank_4_input():
+    """The issue's trap: ConvTranspose(64, 32, 4, ...) on NHWC input would run a 1-D transposed conv along W."""
+    match = r"kernel_size=4 is an int, which means one spatial axis, but x has shape \(2, 5, 5, 3\).*kernel_size=\(4, 4\), or use ConvTranspose2d"
+    with pytest.raises(ValueError, match=match):
+        tcn.ConvTranspose(3, 2, 4, strides=2, padding=1, rngs=nnx.Rngs(0))(jnp.ones((2, 5, 5, 3)))
+    with pytest.raises(ValueError, match=match):
+        tcl.ConvTranspose(2, 4, 2, 1).init(jax.random.key(0), jnp.ones((2, 5, 5, 3)))
+    assert tcn.ConvTranspose(3, 2, (4,), rngs=nnx.Rngs(0))(jnp.ones((2, 5, 5, 3))).shape == (2, 5, 8, 2)
+
+
+def test_flax_conventions_in_signatures():
+    """NNX: keyword-only after strides, as flax.nnx.Conv. Linen: flax.linen.ConvTranspose's field order, ours after."""
+    import dataclasses
+    import inspect
+
+    params = inspect.signature(tcn.ConvTranspose.__init__).parameters
+    positional = [n for n, p in params.items() if p.kind == p.POSITIONAL_OR_KEYWORD]
+    assert positional == ["self", "in_features", "out_features", "kernel_size", "strides"]
+    flax_params = inspect.signature(nnx.Conv.__init__).parameters
+    for name in ("preferred_element_type", "promote_dtype", "kernel_metadata", "bias_metadata", "mask"):
+        assert params[name].kind == flax_params[name].kind == inspect.Parameter.KEYWORD_ONLY
+    with pytest.raises(TypeError):
+        tcn.ConvTranspose(3, 2, (3, 3), 2, 1, rngs=nnx.Rngs(0))
+    ours = [f.name for f in dataclasses.fields(tcl.ConvTranspose) if f.name not in ("parent", "name")]
+    theirs = [f.name for f in dataclasses.fields(flax.linen.ConvTranspose) if f.name not in ("parent", "name")]
+    theirs.remove("transpose_kernel")  # ours is always PyTorch's kernel
+    assert ours[: len(theirs)] == theirs
+    assert ours[len(theirs) :] == ["output_padding", "feature_group_count", "method"]
+    torch_params = list(inspect.signature(torch.nn.ConvTranspose2d.__init__).parameters)[1:10]
+    assert list(inspect.signature(tcn.ConvTranspose2d.__init__).parameters)[1:10] == torch_params
+    assert [f.name for f in dataclasses.fields(tcl.ConvTranspose2d)][:9] == torch_params
+
+
+def test_preferred_element_type_promote_dtype_and_mask():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 4, 4, 2)), jnp.bfloat16)
+    layer = tcn.ConvTranspose(
+        2, 3, (3, 3), 2, param_dtype=jnp.bfloat16, preferred_element_type=jnp.float32, rngs=nnx.Rngs(0)
+    )
+    out = layer(x)
+    assert out.dtype == jnp.float32
+    ref = tc.conv_transpose(
+        x,
+        layer.kernel[...],
+        layer.bias[...],
+        2,
+        dimension_numbers=lax_layout(2, True),
+        preferred_element_type=jnp.float32,
+    )
+    np.testing.assert_array_equal(out, ref)
+    calls = []
+
+    def promote(arrays, dtype=None):
+        calls.append(dtype)
+        return tuple(None if a is None else a.astype(jnp.float32) for a in arrays)
+
+    promoted = tcn.ConvTranspose(2, 3, (3, 3), 2, param_dtype=jnp.bfloat16, promote_dtype=promote, rngs=nnx.Rngs(0))
+    assert promoted(x).dtype == jnp.float32 and calls == [None]
+    mask = np.zeros((3, 3, 2, 3), np.float32)
+    mask[1, 1] = 1
+    masked = tcn.ConvTranspose(2, 3, (3, 3), mask=mask, rngs=nnx.Rngs(0))
+    plain = tcn.ConvTranspose(2, 3, (3, 3), use_bias=False, rngs=nnx.Rngs(0))
+    plain.kernel[...] = masked.kernel[...] * mask
+    x32 = x.astype(jnp.float32)
+    assert_close(masked(x32), plain(x32) + masked.bias[...].reshape(1, 1, 1, 3))
+    linen_params = {"params": nnx.to_pure_dict(nnx.state(masked, nnx.Param))}
+    assert_close(tcl.ConvTranspose(3, (3, 3), mask=mask).apply(linen_params, x32), masked(x32))
+    with pytest.raises(ValueError, match=r"mask has shape \(3, 3\) but the kernel has shape \(3, 3, 2, 3\)"):
+        tcn.ConvTranspose(2, 3, (3, 3), mask=np.ones((3, 3)), rngs=nnx.Rngs(0))(x32)

@@ -25,6 +25,10 @@ from ._shuffle import pixel_unshuffle as pixel_unshuffle
 from ._spec import DEFAULT_MATRIX_BUDGET as DEFAULT_MATRIX_BUDGET
 from ._spec import conv_output_shape as conv_output_shape
 from ._spec import conv_transpose_output_shape as conv_transpose_output_shape
+from ._torch_io import IncompatibleKeys as IncompatibleKeys
+from ._torch_io import load_torch_state_dict as load_torch_state_dict
+from ._torch_io import load_torch_state_dict_linen as load_torch_state_dict_linen
+from ._torch_io import torch_state_dict as torch_state_dict
 
 __version__ = "0.1.0"
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax.nnx.nn.dtypes import promote_dtype
-from flax.typing import Dtype, Initializer, PrecisionLike
+from flax.typing import Dtype, Initializer, PrecisionLike, PromoteDtypeFn
 
 from ._dispatch import conv_transpose
 from ._spec import int_tuple, is_int, lax_layout
@@ -92,16 +91,28 @@ def conv_transpose_channels_last(
     output_padding,
     kernel_dilation,
     feature_group_count: int,
+    mask: jax.Array | None,
     method: str,
     dtype: Dtype | None,
     precision: PrecisionLike,
+    preferred_element_type: Dtype | None,
+    promote_dtype: PromoteDtypeFn,
     output_shape,
 ) -> jax.Array:
     """The modules' forward pass: `conv_transpose` on channels-last input with any leading batch axes.
 
-    `x`, `kernel` and `bias` are cast to `dtype` (or promoted together when it is None) first.
+    The kernel is multiplied by `mask` (if any); then `x`, `kernel` and `bias` go through
+    `promote_dtype(..., dtype=dtype)` (Flax's: cast to `dtype`, or promoted together when it is None).
+    The bias is added in the accumulation dtype, so a bf16 result is rounded once.
     """
     nd = kernel.ndim - 2
+    if mask is not None:
+        if tuple(mask.shape) != tuple(kernel.shape):
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)} but the kernel has shape {tuple(kernel.shape)}; "
+                "the mask multiplies the kernel elementwise and must have its shape."
+            )
+        kernel = kernel * mask
     batch, rest = x.shape[: x.ndim - nd - 1], x.shape[x.ndim - nd - 1 :]
     x, kernel, bias = promote_dtype((x, kernel, bias), dtype=dtype)
     out = conv_transpose(
@@ -117,6 +128,7 @@ def conv_transpose_channels_last(
         method=method,
         dimension_numbers=lax_layout(nd, channels_last=True),
         precision=precision,
+        preferred_element_type=preferred_element_type,
     )
     return out.reshape((*batch, *out.shape[1:]))
 
@@ -141,8 +153,20 @@ def kernel_shape(kernel_size: IntOrTuple, in_features: int, out_features: int, g
 
 
 def check_rank(x: jax.Array, kernel_size: IntOrTuple) -> None:
-    """Refuse an input with fewer axes than `(*spatial, features)`, naming its shape."""
+    """Refuse an input with fewer axes than `(*spatial, features)`, and an int `kernel_size` on a rank >= 4 input.
+
+    An int `kernel_size` means one spatial axis (as in Flax); on `(N, H, W, C)` it would silently run a
+    1-D transposed convolution along W with `(N, H)` as batch axes, which is never what a PyTorch user meant.
+    """
     nd = len(kernel_tuple(kernel_size))
+    if is_int(kernel_size) and x.ndim >= 4:
+        k = int(kernel_size)
+        raise ValueError(
+            f"kernel_size={k} is an int, which means one spatial axis, but x has shape {tuple(x.shape)} "
+            f"(rank {x.ndim}): it would run a 1-D transposed convolution along axis {x.ndim - 2}. Give one size per "
+            f"spatial axis, e.g. kernel_size={(k,) * min(x.ndim - 2, 3)}, or use ConvTranspose{min(x.ndim - 2, 3)}d; "
+            f"for 1-D input with several batch axes write kernel_size=({k},)."
+        )
     if x.ndim < nd + 1:
         raise ValueError(
             f"x has shape {tuple(x.shape)} but kernel_size={kernel_size!r} has {nd} spatial axes; x must be "
@@ -160,5 +184,10 @@ def check_features(x: jax.Array, in_features: int) -> None:
 
 
 def call_args(layer) -> dict[str, Any]:
-    names = ("strides", "padding", "output_padding", "kernel_dilation", "feature_group_count")
-    return {n: getattr(layer, n) for n in (*names, "method", "dtype", "precision")}
+    names = ("strides", "padding", "output_padding", "kernel_dilation", "feature_group_count", "mask", "method")
+    return {n: getattr(layer, n) for n in (*names, "dtype", "precision", "preferred_element_type", "promote_dtype")}
+
+
+def spatial_tuple(value: Any, nd: int) -> Any:
+    """PyTorch's broadcast of an int to every one of `nd` spatial axes; other values are passed on unchanged."""
+    return (int(value),) * nd if is_int(value) else value
