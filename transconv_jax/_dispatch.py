@@ -110,19 +110,25 @@ def conv_transpose(
 
 
 def auto_method(
-    spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], *, platform: str = "cpu"
+    spec: Spec,
+    y_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    platform: str = "cpu",
+    derivatives: bool = False,
 ) -> Literal["vjp", "matmul", "scatter", "subpixel"]:
     """The form `method='auto'` runs on `platform`, from static facts only (canonical shapes, the platform).
 
-    This is the one place where a choice depends on the backend; `auto_form` applies it per lowering platform.
+    This is the one place where a choice depends on the backend; `auto_form` applies it per lowering
+    platform for the forward, and the CPU choice with `derivatives=True` for the derivatives.
 
     Every form gives the same numbers to float tolerance; this only picks the fastest. The CPU
-    policy comes from `python -m transconv_jax bench` (BENCHMARKS.md, "Decoder layers"):
+    policy comes from `benchmarks/bench.py` (BENCHMARKS.md, "Decoder layers"):
 
     1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are several times slower);
-    2. stride 1 on every axis: 'scatter' (a GEMM and shifted adds; XLA:CPU's convolutions on two
-       threads reach a fraction of the GEMM rate, so the conv-based forms' forward is slower
-       there; fwd+bwd is within noise of them);
+    2. stride 1 on every axis: 'scatter' for the forward (a GEMM and shifted adds; XLA:CPU's
+       convolutions on two threads reach a fraction of the GEMM rate), 'vjp' for the derivatives
+       (the jax.lax lowering, whose backward beat scatter's on both stride-1 layers);
     3. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     4. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
@@ -153,9 +159,9 @@ def auto_method(
     kernel = w_shape[2:]
     if spec.groups > 1:
         return "subpixel"
-    if max(spec.stride) == 1 or all(
-        k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)
-    ):
+    if max(spec.stride) == 1:
+        return "vjp" if derivatives else "scatter"
+    if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
         return "scatter"
     return "subpixel" if phases_fuse(y_shape[2:], kernel, spec) else "scatter"
 
@@ -181,10 +187,11 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     (each platform's, in a multi-platform `jax.export`), so the choice follows where the code runs,
     not the default backend at trace time.
 
-    Derivatives are those of the CPU policy's form on every platform (a choice that does not depend on
-    the backend): with a `platform_dependent` in the tangent too, XLA:CPU ran the transposed branch
-    2-3x slower than the same form alone (the input gradient's kernel kept a reversed layout; see
-    BENCHMARKS.md). GPU and TPU are unmeasured; revisit this with `benchmarks/gpu.sh`.
+    Derivatives are those of the CPU policy's derivative form (`auto_method(..., derivatives=True)`)
+    on every platform, a choice that does not depend on the backend: with a `platform_dependent` in
+    the tangent too, XLA:CPU ran the transposed branch 2-3x slower than the same form alone (the
+    input gradient's kernel kept a reversed layout; BENCHMARKS.md). GPU and TPU are unmeasured:
+    revisit this with `benchmarks/gpu.sh`.
     """
     choices = {p: auto_method(spec, y.shape, w.shape, platform=p) for p in ("cpu", "cuda", "rocm", "tpu")}
     branches = {name: _named_form(name, spec) for name in choices.values()}
@@ -198,7 +205,7 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
 @auto_form.defjvp
 def _auto_form_jvp(spec, primals, tangents):
     y, w = primals
-    form = _named_form(auto_method(spec, y.shape, w.shape, platform="cpu"), spec)
+    form = _named_form(auto_method(spec, y.shape, w.shape, platform="cpu", derivatives=True), spec)
     return auto_form(y, w, spec), jax.jvp(form, primals, tangents)[1]
 
 
