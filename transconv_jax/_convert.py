@@ -31,7 +31,7 @@ from jax.typing import ArrayLike
 from ._conv import as_array, conv, pad_spatial
 from ._dispatch import conv_transpose
 from ._shuffle import pixel_shuffle
-from ._spec import Pairs, Spec, _check_groups, _spec, int_tuple
+from ._spec import Pairs, Spec, check_groups, int_tuple, make_spec
 from ._subpixel import Axis, plan
 
 
@@ -113,7 +113,7 @@ def as_subpixel_conv(
     w = as_array(weight)
     _check_kernel("weight", w, "(C_in, C_out // groups, *kernel)", groups, w.shape[:1])
     nd = w.ndim - 2
-    spec = _spec(nd, (1,) * nd, w.shape[2:], stride, padding, dilation, groups, None, output_padding=output_padding)
+    spec = make_spec(nd, (1,) * nd, w.shape[2:], stride, padding, dilation, groups, None, output_padding=output_padding)
     axes = plan((1,) * nd, w.shape[2:], spec)
     grids = [_tap_grid(a, k) for a, k in zip(axes, w.shape[2:])]
     w = jnp.pad(w, [(0, 0), (0, 0)] + [(0, 1)] * nd)  # tap index k is a zero
@@ -221,7 +221,7 @@ def as_conv_transpose(conv_weight: ArrayLike, upscale_factor, conv_padding=0, gr
     _check_kernel("conv_weight", w, "(C_out * prod(upscale_factor), C_in // groups, *kernel)", groups, ())
     nd, kernel = w.ndim - 2, w.shape[2:]
     r = int_tuple("upscale_factor", upscale_factor, nd, minimum=1)
-    pads = _spec(nd, (1,) * nd, kernel, 1, conv_padding, 1, groups, None, transpose=False).padding
+    pads = make_spec(nd, (1,) * nd, kernel, 1, conv_padding, 1, groups, None, transpose=False).padding
     _check_conv_channels(w.shape[0], r, groups)
     if any(p > k - 1 for k, pair in zip(kernel, pads) for p in pair):
         raise ValueError(
@@ -259,7 +259,7 @@ def _check_kernel(name, w, layout, groups, grouped_axis) -> None:
         raise TypeError(f"{name} has dtype {w.dtype}; it must be floating. Cast it, e.g. {name}.astype(jnp.float32).")
     if 0 in w.shape:
         raise ValueError(f"{name} has shape {w.shape} ({layout}); no axis may be empty.")
-    _check_groups(groups)
+    check_groups(groups)
     if grouped_axis and grouped_axis[0] % groups:
         raise ValueError(
             f"groups={groups} must divide the {grouped_axis[0]} input channels of {name} (its first axis)."

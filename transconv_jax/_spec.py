@@ -126,7 +126,7 @@ def conv_output_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1)
     input_shape = int_tuple("input_shape", input_shape, None)
     ndim = len(input_shape)
     kernel = int_tuple("kernel_size", kernel_size, ndim, minimum=1)
-    spec = _spec(ndim, input_shape, kernel, stride, padding, dilation, 1, None, transpose=False)
+    spec = make_spec(ndim, input_shape, kernel, stride, padding, dilation, 1, None, transpose=False)
     return conv_spatial(input_shape, kernel, spec)
 
 
@@ -145,7 +145,7 @@ def conv_transpose_output_shape(
     input_shape = int_tuple("input_shape", input_shape, None)
     ndim = len(input_shape)
     kernel = int_tuple("kernel_size", kernel_size, ndim, minimum=1)
-    spec = _spec(ndim, input_shape, kernel, stride, padding, dilation, 1, None, output_padding=output_padding)
+    spec = make_spec(ndim, input_shape, kernel, stride, padding, dilation, 1, None, output_padding=output_padding)
     return transpose_spatial(input_shape, kernel, spec)
 
 
@@ -174,7 +174,7 @@ def conv_transpose_spec(
     _check_dtypes(input, weight)
     _check_channels_transpose(yshape, wshape, groups)
     _check_bias(bias, input, wshape[1] * groups)
-    spec = _spec(
+    spec = make_spec(
         ndim, yshape[2:], wshape[2:], stride, padding, dilation, groups, precision, output_padding=output_padding
     )
     if output_shape is not None:
@@ -193,7 +193,7 @@ def conv_spec(
     _check_dtypes(input, weight)
     _check_channels_conv(xshape, wshape, groups)
     _check_bias(bias, input, wshape[0])
-    spec = _spec(ndim, xshape[2:], wshape[2:], stride, padding, dilation, groups, precision, transpose=False)
+    spec = make_spec(ndim, xshape[2:], wshape[2:], stride, padding, dilation, groups, precision, transpose=False)
     _check_nonempty(conv_spatial(xshape[2:], wshape[2:], spec), "convolution", spec)
     return _finish(spec, input.dtype, preferred_element_type, None), layout
 
@@ -305,13 +305,13 @@ def _check_bias(bias, input, c_out: int) -> None:
         )
 
 
-def _check_groups(groups) -> None:
+def check_groups(groups) -> None:
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"groups={groups!r} must be a positive integer.")
 
 
 def _check_channels_transpose(yshape, wshape, groups) -> None:
-    _check_groups(groups)
+    check_groups(groups)
     if 0 in wshape:
         raise ValueError(
             f"weight has shape {wshape} (canonical (C_in, C_out // groups, *kernel)); no axis may be empty."
@@ -329,7 +329,7 @@ def _check_channels_transpose(yshape, wshape, groups) -> None:
 
 
 def _check_channels_conv(xshape, wshape, groups) -> None:
-    _check_groups(groups)
+    check_groups(groups)
     if 0 in wshape:
         raise ValueError(
             f"weight has shape {wshape} (canonical (C_out, C_in // groups, *kernel)); no axis may be empty."
@@ -375,9 +375,10 @@ def is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _spec(
+def make_spec(
     ndim, in_spatial, kernel, stride, padding, dilation, groups, precision, *, output_padding=0, transpose=True
 ) -> Spec:
+    """The `Spec` of checked integer arguments: strides, dilations, padding pairs (output_padding as negative high)."""
     stride = int_tuple("stride", stride, ndim, minimum=1)
     dilation = int_tuple("dilation", dilation, ndim, minimum=1)
     pads = _padding(padding, ndim, in_spatial, kernel, stride, dilation, transpose)
