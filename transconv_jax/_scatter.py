@@ -7,14 +7,21 @@ fallback and Caffe's Deconvolution layer compute it: a GEMM, then col2im.
    `(N * spatial, C_in / g) x (C_in / g, taps * C_out / g)`, gives for every input element the
    kernel scaled by that element (the "columns"), split into one `(C_out, N, *spatial)` array
    per kernel tap (channels first, as the GEMM writes them).
-2. col2im. Tap `t` of input element `i` lands at `s * i + d * t` of the full, uncropped output
-   (size `(n - 1) s + d (k - 1) + 1`). Write `d * t = q * s + r`: the tap fills every `s`-th row
-   from `s * q + r`, i.e. rows `q .. q + n - 1` of output phase `r` (the output seen as
-   `(blocks, s)`). So each tap is one contiguous `lax.pad` into the `blocks`-long array of its
-   phase, the taps of a phase are summed, and the phases are interleaved (a stack, a transpose
-   and a reshape) and cropped (`padding`; output_padding makes `blocks` longer). The adds run
-   over the phase arrays, `1 / s` of the output per axis: never over the zeros that a stride
-   would insert between input elements.
+2. col2im. Tap `t` of input element `i` lands at `s * i + d * t` of the full, uncropped output,
+   i.e. at row `s * i + d * t - lo` of the cropped one (`lo` the low `padding`). Write
+   `d * t - lo = q * s + r`: the tap fills every `s`-th output row from `s * q + r`, i.e. rows
+   `i + q` of output phase `r` (the output seen as `(blocks, s)`, `blocks = ceil(out / s)`). So
+   each tap is one contiguous `lax.pad` (negative where the crop cuts it) into the `blocks`-long
+   array of its phase, the taps of a phase are summed, and the phases are interleaved (a stack,
+   a transpose and a reshape); only rows past the end, when `s` does not divide the output, are
+   cut after it. The adds run over the phase arrays, `1 / s` of the output per axis: never over
+   the zeros that a stride would insert between input elements.
+
+   Sharding. The phases are laid out on the cropped output's grid, so that an output sharded
+   evenly on a spatial axis is `blocks` rows sharded evenly (when the shard count divides
+   `blocks`) with the phase axis minor: GSPMD then partitions the pads (halo exchange), the
+   stack and the interleave's reshape without gathering. Phases of the uncropped grid (one row
+   more per axis, cropped after the interleave) made GSPMD all-gather the whole output.
 
 Python loops run over kernel taps only (static), never over pixels or batch; nothing multiplies
 an inserted zero, and no `lhs_dilation` is lowered (so XLA:CPU's strided-dilated abort cannot
@@ -34,7 +41,7 @@ from jax import lax
 
 from ._conv import accumulate, pad_spatial
 from ._shuffle import interleave
-from ._spec import Spec, accumulation_dtype, dilated_kernel, transpose_spatial
+from ._spec import Spec, accumulation_dtype, transpose_spatial
 
 _SPATIAL = "stu"  # einsum letters of the spatial axes, up to 3-D
 
@@ -60,12 +67,16 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     """
     kernel = w.shape[2:]
     out_spatial = transpose_spatial(y.shape[2:], kernel, spec)
-    blocks = _blocks(y.shape[2:], kernel, spec)
+    blocks = tuple(-(-t // s) for t, s in zip(out_spatial, spec.stride, strict=True))
+    cols = _columns(y, w, spec)
     phases = {}
-    for col, tap in zip(_columns(y, w, spec), _taps(kernel), strict=True):
-        phase, part = _place(col, tap, spec, blocks)
-        phases[phase] = phases[phase] + part if phase in phases else part
-    return _interleave(phases, spec, out_spatial)
+    for col, tap in zip(cols, _taps(kernel), strict=True):
+        placed = _place(col, tap, spec, blocks)
+        if placed is not None:
+            phase, part = placed
+            phases[phase] = phases[phase] + part if phase in phases else part
+    zeros = jnp.zeros((w.shape[1] * spec.groups, y.shape[0], *blocks), cols[0].dtype)
+    return _interleave(phases, zeros, spec, out_spatial)
 
 
 def _einsum(subscripts: str, a, b, acc, *, precision):
@@ -92,31 +103,24 @@ def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
     return [c.reshape(g * c_out_g, n, *spatial) for c in lax.split(cols, (1,) * taps, axis=1)]
 
 
-def _blocks(spatial, kernel, spec: Spec) -> tuple[int, ...]:
-    """Rows per output phase, `ceil(extent / s)`: the full output, extended by any negative `high`."""
-    return tuple(
-        -(-((n - 1) * s + dk + max(-hi, 0)) // s)
-        for n, dk, s, (_, hi) in zip(
-            spatial, dilated_kernel(kernel, spec.dilation), spec.stride, spec.padding, strict=True
-        )
-    )
-
-
 def _place(col: jax.Array, tap: tuple[int, ...], spec: Spec, blocks: tuple[int, ...]):
-    """The output phase `r` that one tap's columns land in, and the columns padded into it."""
-    offsets = [divmod(d * t, s) for t, s, d in zip(tap, spec.stride, spec.dilation, strict=True)]
+    """The output phase `r` that one tap's columns land in and the columns padded (or cropped) into it;
+    None if the crop (`padding`) removes all of them."""
+    offsets = [
+        divmod(d * t - lo, s) for t, s, d, (lo, _) in zip(tap, spec.stride, spec.dilation, spec.padding, strict=True)
+    ]
+    if any(q >= b or q + n <= 0 for (q, _), b, n in zip(offsets, blocks, col.shape[2:], strict=True)):
+        return None
     pads = [(q, b - q - n) for (q, _), b, n in zip(offsets, blocks, col.shape[2:], strict=True)]
     return tuple(r for _, r in offsets), pad_spatial(col, pads)
 
 
-def _interleave(phases: dict, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
-    """Row `q * s + r` of the output is row `q` of phase `r`, and `(C, N)` becomes `(N, C)`; then crop."""
-    first = next(iter(phases.values()))
-    zeros = jnp.zeros_like(first)  # phases no tap reaches (kernel smaller than stride, or dilation)
+def _interleave(phases: dict, zeros: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+    """Row `q * s + r` of the output is row `q` of phase `r`, and `(C, N)` becomes `(N, C)`; then the
+    rows past the output (when `s` does not divide it) are cut. `zeros` fill the phases no tap reaches."""
     stacked = jnp.stack([phases.get(r, zeros) for r in _taps(spec.stride)], axis=-1)
     full = interleave(stacked, "CN" + "X" * spec.ndim + "P", spec.stride)
-    crop = [(-lo, size + lo - n) for (lo, _), size, n in zip(spec.padding, out_spatial, full.shape[2:], strict=True)]
-    return pad_spatial(full, crop)
+    return pad_spatial(full, [(0, n - size) for size, n in zip(full.shape[2:], out_spatial, strict=True)])
 
 
 def _taps(shape: tuple[int, ...]):
