@@ -4,7 +4,7 @@ Output row `u` of the full (uncropped) transposed convolution receives `y[i] * w
 `u = i s + k d`. Write `u = q s + r`: the rows of phase `r` (`0 <= r < s`) receive only the taps
 `k` with `k d = r (mod s)`, and for them `i = q - (k d - r) / s`, so phase `r` is an ordinary
 stride-1 correlation of `y` with those taps (flipped, dilated by `d / gcd(s, d)`). The phases
-are interleaved by depth-to-space and the crop (`padding`) is applied to the interleaved rows.
+are re-cut on the cropped output's grid (`_align`) and interleaved by depth-to-space.
 When every phase has the same taps layout (every kernel size a multiple of its stride, no
 dilation) all phases are one convolution with `s^dims * C_out` output channels plus one reshape;
 otherwise there is one exact convolution per phase. Nothing is multiplied by an inserted zero.
@@ -51,6 +51,16 @@ class Axis:
     crop: tuple[int, int]
 
     @property
+    def size(self) -> int:
+        """The output rows `t`."""
+        return self.rows * len(self.phases) - sum(self.crop)
+
+    @property
+    def out_rows(self) -> int:
+        """Rows per phase of the output's own grid, `ceil(t / s)`."""
+        return -(-self.size // len(self.phases))
+
+    @property
     def fused(self) -> bool:
         return len({(len(p.taps), p.dilation, p.pad) for p in self.phases}) == 1 and bool(self.phases[0].taps)
 
@@ -82,8 +92,8 @@ def conv_transpose_subpixel_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.
         phases = _fused(y, w, axes, spec)
     else:
         phases = _per_phase(y, w, axes, spec)
-    full = interleave(phases, "N" + "X" * len(axes) + "CP", [len(a.phases) for a in axes])
-    return pad_spatial(full, [(-lo, -hi) for lo, hi in (a.crop for a in axes)])
+    full = interleave(_align(phases, axes), "N" + "X" * len(axes) + "CP", [len(a.phases) for a in axes])
+    return pad_spatial(full, [(0, a.size - a.out_rows * len(a.phases)) for a in axes])
 
 
 def phases_fuse(spatial, kernel, spec: Spec) -> bool:
@@ -149,6 +159,28 @@ def _per_phase(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
             wp = jnp.take(wp, np.array(p.taps), axis=2 + i)
         outs.append(phase_conv(y, _hwio(wp, spec.groups), _phase_spec(combo, y.dtype, spec)))
     return jnp.stack(outs, axis=-1)
+
+
+def _align(phases: jax.Array, axes) -> jax.Array:
+    """The phases of the uncropped grid, `(N, *rows, C, P)`, re-cut on the cropped output's grid.
+
+    Output row `u` is row `u + lo % s` of the uncropped phases' grid, so output phase `r` is
+    uncropped phase `(r + lo % s) % s` from row `(r + lo % s) // s` on, `ceil(t / s)` rows. Cutting
+    per phase before the interleave, with static slices, keeps the sharded rows axis major and
+    evenly split in the interleave's reshape; cropping after it made GSPMD all-gather the output.
+    """
+    nd = len(axes)
+    x = phases.reshape(*phases.shape[:-1], *(len(a.phases) for a in axes))
+    for i, a in enumerate(axes):
+        s, lo = len(a.phases), a.crop[0]
+        parts = []
+        for r in range(s):
+            part = lax.index_in_dim(x, (r + lo) % s, axis=2 + nd + i, keepdims=False)
+            config = [(0, 0, 0)] * part.ndim
+            config[1 + i] = (-((r + lo) // s), a.out_rows - a.rows + (r + lo) // s, 0)
+            parts.append(lax.pad(part, jnp.zeros((), part.dtype), config))
+        x = jnp.stack(parts, axis=2 + nd + i)
+    return x.reshape(*x.shape[: 2 + nd], math.prod(x.shape[2 + nd :]))  # no -1: the batch may be empty
 
 
 def _hwio(w: jax.Array, groups: int) -> jax.Array:
