@@ -20,6 +20,7 @@ from typing import Literal, overload
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.experimental import sparse as jsparse
 from jax.typing import ArrayLike
 
@@ -125,23 +126,63 @@ def conv_transpose_matmul_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Ar
 
 
 def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.Array:
-    """`W.T @ y` with `W` built `kind` = 'dense' or 'sparse', unguarded: the form's body (and the benchmark's)."""
+    """`W.T @ y` with `W` built `kind` = 'dense' or 'sparse', unguarded: the form's body (and the benchmark's).
+
+    Sharding. The dense `W` is built per group as `(g, C_in / g, *spatial, C_out / g, *out_spatial)`
+    by an einsum of the kernel with one static 0/1 selection per axis (`_grouped_matrix`), and
+    multiplied without flattening: GSPMD then carries a batch-sharded `y` and a kernel sharded on
+    its output channels (axis 1) through to the result's batch and channel axes. (A scatter of the
+    kernel values into a flat matrix lost the channel sharding.) A `y` sharded on a spatial axis
+    is the exception: every output position reads from the whole input grid of its example in
+    this product, so GSPMD gathers or reduces over that axis (the other forms keep it). The
+    sparse `BCOO` product is built by index arithmetic and keeps batch sharding only.
+    """
     in_shape = _transposed_grid(y.shape, w.shape, spec)
-    flat = y.reshape(y.shape[0], math.prod(y.shape[1:]))
     acc = accumulation_dtype(y.dtype, spec.preferred_element_type)
     if kind == "dense":
-        product = functools.partial(_dense_product, precision=spec.precision)
-        out = accumulate(product, flat, _matrix(w, in_shape, spec, kind), acc)
-    else:
-        rows, cols, _, _ = matrix_sizes(w.shape, in_shape, spec, w.dtype)
-        row, col, tap = _entries(w.shape, in_shape, spec)
-        product = functools.partial(_sparse_product, indices=jnp.stack([row, col], axis=1), shape=(rows, cols))
-        out = accumulate(product, flat, w.reshape(-1)[tap], acc)
+        g, n = spec.groups, y.shape[0]
+        yg = y.reshape(n, g, y.shape[1] // g, *y.shape[2:])
+        product = functools.partial(_dense_product, ndim=spec.ndim, precision=spec.precision)
+        out = accumulate(product, yg, _grouped_matrix(w, in_shape, spec), acc)
+        return out.reshape(n, *in_shape)
+    flat = y.reshape(y.shape[0], math.prod(y.shape[1:]))
+    rows, cols, _, _ = matrix_sizes(w.shape, in_shape, spec, w.dtype)
+    row, col, tap = _entries(w.shape, in_shape, spec)
+    product = functools.partial(_sparse_product, indices=jnp.stack([row, col], axis=1), shape=(rows, cols))
+    out = accumulate(product, flat, w.reshape(-1)[tap], acc)
     return out.reshape(y.shape[0], *in_shape)
 
 
-def _dense_product(flat, mat, acc, *, precision):
-    return jnp.matmul(flat, mat, precision=precision, preferred_element_type=acc)
+def _dense_product(yg, mat, acc, *, ndim, precision):
+    p, x = _POSITIONS[:ndim], _OUT_POSITIONS[:ndim]
+    return jnp.einsum(f"ngc{p},gc{p}o{x}->ngo{x}", yg, mat, precision=precision, preferred_element_type=acc)
+
+
+_TAPS, _POSITIONS, _OUT_POSITIONS = "ijk", "pqr", "xyz"  # einsum letters per spatial axis, up to 3-D
+
+
+def _grouped_matrix(w: jax.Array, input_shape, spec: Spec) -> jax.Array:
+    """The dense `W` per group, `(g, C_in / g, *spatial, C_out / g, *out_spatial)`, exact in `w`'s dtype.
+
+    `W[g, c, p, o, x] = sum_t w[g c, o, t] * S_1[t_1, p_1, x_1] * ...` with `S_a[t, p, x] = 1` where
+    tap `t` of input position `p` lands on output position `x` of axis `a` (`_axis_taps`). Each
+    entry is one kernel value times ones, so the einsum is exact (HIGHEST precision keeps float32
+    values whole on TPUs and GPUs).
+    """
+    c_in, c_out_g, *kernel = w.shape
+    g, nd = spec.groups, spec.ndim
+    selections = []
+    for n_in, n_out, k, *rest in _axes(input_shape, kernel, spec):
+        sel = np.zeros((k, n_out, n_in), w.dtype)
+        p, t, q = _axis_taps(n_in, n_out, k, *rest)
+        sel[t, p, q] = 1
+        selections.append(sel)
+    t, p, x = _TAPS[:nd], _POSITIONS[:nd], _OUT_POSITIONS[:nd]
+    subscripts = ",".join([f"gco{t}", *(f"{a}{b}{c}" for a, b, c in zip(t, p, x, strict=True))])
+    wg = w.reshape(g, c_in // g, c_out_g, *kernel)
+    return jnp.einsum(
+        f"{subscripts}->gc{p}o{x}", wg, *selections, precision=lax.Precision.HIGHEST, preferred_element_type=w.dtype
+    )
 
 
 def _sparse_product(flat, values, acc, *, indices, shape):
