@@ -1,0 +1,117 @@
+"""Sharding over 8 simulated CPU devices: every form keeps batch, spatial and channel sharding.
+
+The checks run in one subprocess with `--xla_force_host_platform_device_count=8` (the flag must be
+set before JAX starts). For each form and `auto`, 2-D and 3-D, under `jax.jit`:
+- the result's `sharding.spec` is the one a user expects (not its device count: a replicated
+  array spans 8 devices too): batch -> batch, spatial (H in 2-D, D in 3-D) -> the same axis,
+  the kernel's output channels (axis 1) -> the result's channel axis;
+- the compiled HLO has no all-gather of an activation-sized array, "activation-sized" meaning
+  more elements than the kernel (gathering the small, replicated-by-use kernel is fine);
+- the values equal the single-device ones.
+The matmul form is the documented exception for a spatially sharded input: its matrix spans the
+whole grid of an example, so each device computes its input slice's share of the whole output,
+an all-reduce sums them, and the result is replicated (no all-gather either; values still equal).
+One large 3-D layer split 8 ways on D takes at most 1/4 of the unsplit per-device memory
+(`benchmarks/sharding_memory.py`, which prints the README's figure).
+"""
+
+import os
+import subprocess
+import sys
+
+SHARDING_CHILD = r"""
+import re, sys
+sys.path.insert(0, "benchmarks")
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from flax import nnx
+import transconv_jax as tc
+from transconv_jax._dispatch import FORMS
+from sharding_memory import per_device_bytes
+
+assert jax.device_count() == 8, jax.devices()
+line = Mesh(np.array(jax.devices()), ("sp",))
+grid = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+only = sys.argv[1].split(",") if len(sys.argv) > 1 else [*FORMS, "auto"]
+
+# 2-D k4 s2 p1 (auto: subpixel, fused phases); 3-D k3 s2 p1 op1 (auto: scatter; subpixel per phase).
+# Output sizes divide 8; C_out divides the 'model' axis.
+# (y shape, w shape, keywords); torch (the oracle of the other tests) is not imported: it costs seconds here.
+CONFIGS = [
+    ((8, 4, 8, 8), (4, 4, 4, 4), dict(stride=2, padding=1)),
+    ((8, 4, 8, 4, 4), (4, 4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+]
+
+
+def assert_close(actual, expected, err_msg=""):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale, err_msg=err_msg)
+CASES = {  # name: (y sharding, w sharding, expected result spec)
+    "batch": (NamedSharding(line, P("sp")), NamedSharding(line, P()), P("sp")),
+    "spatial": (NamedSharding(line, P(None, None, "sp")), NamedSharding(line, P()), P(None, None, "sp")),
+    "channel": (NamedSharding(grid, P("data")), NamedSharding(grid, P(None, "model")), P("data", "model")),
+}
+
+
+def gathered_sizes(hlo):
+    # The result shape of every all-gather in the compiled HLO text, as an element count.
+    shapes = re.findall(r"= \w+\[([\d,]*)\]\S* all-gather(?:-start)?\(", hlo)
+    return [int(np.prod([int(d) for d in s.split(",") if d])) for s in shapes]
+
+
+failures = []
+rng = np.random.default_rng(0)
+for y_shape, w_shape, kw in CONFIGS:
+    y, w = rng.standard_normal(y_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+    nd = len(y_shape) - 2
+    for method in only:
+        f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **kw, method=method))
+        single = f(y, w)
+        for case, (ys, ws, expected) in CASES.items():
+            ya, wa = jax.device_put(y, ys), jax.device_put(w, ws)
+            compiled = f.lower(ya, wa).compile()
+            out = compiled(ya, wa)
+            assert_close(out, single, err_msg=f"{method} {case} {nd}-D")
+            big = [n for n in gathered_sizes(compiled.as_text()) if n > w.size]
+            if method == "matmul" and case == "spatial":
+                # The documented exception: W.T @ y spans the whole grid of an example, so each device
+                # sums its slice's share of the whole output (an all-reduce) and the result is replicated.
+                expected = P()
+            if out.sharding.spec != expected or big:
+                failures.append(f"{nd}-D {method} {case}: spec {out.sharding.spec} (want {expected}), "
+                                f"activation-sized all-gathers {big}")
+assert not failures, "\n".join(failures)
+print("functions ok")
+
+layer = dict(y_shape=(1, 16, 32, 16, 16), w_shape=(16, 8, 4, 4, 4), kwargs=dict(stride=2, padding=1))
+for method in (m for m in only if m != "matmul"):
+    ratio = per_device_bytes(method, **layer, devices=8) / per_device_bytes(method, **layer)
+    assert ratio <= 0.25, f"{method}: 8-way split on D takes {ratio:.3f} of the unsplit per-device memory"
+print("memory ok")
+
+if "vjp" in only:  # the Flax layer, data parallel
+    from transconv_jax.nnx import ConvTranspose
+    layer = ConvTranspose(4, 6, (4, 3), strides=2, padding=1, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rng.standard_normal((8, 5, 6, 4)), jnp.float32)
+    single = layer(x)
+    out = nnx.jit(lambda m, x: m(x))(layer, jax.device_put(x, NamedSharding(grid, P("data"))))
+    assert_close(out, single)
+    assert out.sharding.spec == P("data"), out.sharding.spec
+print("modules ok")
+"""
+
+
+def run_child(*args: str) -> str:
+    """Run `SHARDING_CHILD` over 8 simulated CPU devices; `args[0]` may restrict the methods ('vjp,scatter')."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDING_CHILD, *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, f"child exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_every_form_keeps_batch_spatial_and_channel_sharding():
+    out = run_child()
+    assert "functions ok" in out and "memory ok" in out and "modules ok" in out
