@@ -9,6 +9,9 @@ tests check it against `jax.linear_transpose` of `conv`.
 
 XLA:CPU of jax 0.10 aborts on some such convolutions with both a stride and a dilation above 1;
 on CPU those insert the zeros with `lax.pad` instead (`explicit`), decided at lowering time.
+
+Sharding needs nothing here: GSPMD partitions one convolution over the batch, the kernel's output
+channels or a spatial axis (halo exchange by collective-permute), as `tests/test_sharding.py` checks.
 """
 
 from __future__ import annotations
