@@ -20,7 +20,6 @@ from typing import Literal, overload
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.experimental import sparse as jsparse
 from jax.typing import ArrayLike
 
@@ -128,21 +127,22 @@ def conv_transpose_matmul_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Ar
 def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.Array:
     """`W.T @ y` with `W` built `kind` = 'dense' or 'sparse', unguarded: the form's body (and the benchmark's).
 
-    Sharding. The dense `W` is built per group as `(g, C_in / g, *spatial, C_out / g, *out_spatial)`
-    by an einsum of the kernel with one static 0/1 selection per axis (`_grouped_matrix`), and
-    multiplied without flattening: GSPMD then carries a batch-sharded `y` and a kernel sharded on
-    its output channels (axis 1) through to the result's batch and channel axes. (A scatter of the
-    kernel values into a flat matrix lost the channel sharding.) A `y` sharded on a spatial axis
-    is the exception: every output position reads from the whole input grid of its example in
-    this product, so GSPMD gathers or reduces over that axis (the other forms keep it). The
-    sparse `BCOO` product is built by index arithmetic and keeps batch sharding only.
+    Sharding. The dense `W` is built per group as `(g, C_in / g, positions, C_out / g,
+    out_positions)` by a scatter indexed on the positions only (`_grouped_matrix`), and the
+    product keeps the channel axes apart: GSPMD then carries a batch-sharded `y` and a kernel
+    sharded on its output channels (axis 1) through to the result's batch and channel axes. (A
+    scatter into the flat `(rows, cols)` matrix, indexed by channel too, lost the channel
+    sharding.) A `y` sharded on a spatial axis is the documented exception: every output position
+    reads the whole input grid of its example, so each device computes its slice's share of the
+    whole output and an all-reduce sums them; the result is replicated (the other forms keep the
+    axis). The sparse `BCOO` product, indexed by channel, keeps batch sharding only.
     """
     in_shape = _transposed_grid(y.shape, w.shape, spec)
     acc = accumulation_dtype(y.dtype, spec.preferred_element_type)
     if kind == "dense":
         g, n = spec.groups, y.shape[0]
-        yg = y.reshape(n, g, y.shape[1] // g, *y.shape[2:])
-        product = functools.partial(_dense_product, ndim=spec.ndim, precision=spec.precision)
+        yg = y.reshape(n, g, y.shape[1] // g, math.prod(y.shape[2:]))
+        product = functools.partial(_dense_product, precision=spec.precision)
         out = accumulate(product, yg, _grouped_matrix(w, in_shape, spec), acc)
         return out.reshape(n, *in_shape)
     flat = y.reshape(y.shape[0], math.prod(y.shape[1:]))
@@ -153,36 +153,38 @@ def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.
     return out.reshape(y.shape[0], *in_shape)
 
 
-def _dense_product(yg, mat, acc, *, ndim, precision):
-    p, x = _POSITIONS[:ndim], _OUT_POSITIONS[:ndim]
-    return jnp.einsum(f"ngc{p},gc{p}o{x}->ngo{x}", yg, mat, precision=precision, preferred_element_type=acc)
+def _dense_product(yg, mat, acc, *, precision):
+    """`(N, g, C_in / g, positions) x (g, C_in / g, positions, C_out / g, out_positions)`, per group.
 
-
-_TAPS, _POSITIONS, _OUT_POSITIONS = "ijk", "pqr", "xyz"  # einsum letters per spatial axis, up to 3-D
+    With one group there is no group axis in the product: XLA:CPU then runs it as one GEMM on
+    `W` as built, where a size-1 batch axis made it copy `W` into a transposed layout first.
+    """
+    n, g, c, p = yg.shape
+    if g == 1:
+        out = jnp.einsum(
+            "ncp,cpk->nk", yg[:, 0], mat[0].reshape(c, p, -1), precision=precision, preferred_element_type=acc
+        )
+        return out.reshape(n, 1, *mat.shape[3:])
+    return jnp.einsum("ngcp,gcpox->ngox", yg, mat, precision=precision, preferred_element_type=acc)
 
 
 def _grouped_matrix(w: jax.Array, input_shape, spec: Spec) -> jax.Array:
-    """The dense `W` per group, `(g, C_in / g, *spatial, C_out / g, *out_spatial)`, exact in `w`'s dtype.
+    """The dense `W` per group, `(g, C_in / g, prod(spatial), C_out / g, prod(out_spatial))`.
 
-    `W[g, c, p, o, x] = sum_t w[g c, o, t] * S_1[t_1, p_1, x_1] * ...` with `S_a[t, p, x] = 1` where
-    tap `t` of input position `p` lands on output position `x` of axis `a` (`_axis_taps`). Each
-    entry is one kernel value times ones, so the einsum is exact (HIGHEST precision keeps float32
-    values whole on TPUs and GPUs).
+    One scatter of the kernel's taps into zeros, as `_matrix` does, but indexed on the two position
+    axes only: the channel axes pass through the gather of the taps and the scatter, so that GSPMD
+    keeps the kernel's channel sharding (a flat matrix indexed by channel too lost it).
     """
     c_in, c_out_g, *kernel = w.shape
-    g, nd = spec.groups, spec.ndim
-    selections = []
-    for n_in, n_out, k, *rest in _axes(input_shape, kernel, spec):
-        sel = np.zeros((k, n_out, n_in), w.dtype)
-        p, t, q = _axis_taps(n_in, n_out, k, *rest)
-        sel[t, p, q] = 1
-        selections.append(sel)
-    t, p, x = _TAPS[:nd], _POSITIONS[:nd], _OUT_POSITIONS[:nd]
-    subscripts = ",".join([f"gco{t}", *(f"{a}{b}{c}" for a, b, c in zip(t, p, x, strict=True))])
-    wg = w.reshape(g, c_in // g, c_out_g, *kernel)
-    return jnp.einsum(
-        f"{subscripts}->gc{p}o{x}", wg, *selections, precision=lax.Precision.HIGHEST, preferred_element_type=w.dtype
-    )
+    g = spec.groups
+    pairs = [_axis_taps(*a) for a in _axes(input_shape, kernel, spec)]  # per axis (y position, tap, output position)
+    spatial, out_spatial = conv_spatial(input_shape[1:], kernel, spec), input_shape[1:]
+    pos = _broadcast_sum([p * _stride(spatial, i) for i, (p, _, _) in enumerate(pairs)])
+    tap = _broadcast_sum([t * _stride(kernel, i) for i, (_, t, _) in enumerate(pairs)])
+    out = _broadcast_sum([q * _stride(out_spatial, i) for i, (_, _, q) in enumerate(pairs)])
+    values = jnp.moveaxis(w.reshape(g, c_in // g, c_out_g, -1)[..., tap], -1, 0)  # (pairs, g, C_in / g, C_out / g)
+    shape = (g, c_in // g, math.prod(spatial), c_out_g, math.prod(out_spatial))
+    return jnp.zeros(shape, w.dtype).at[:, :, pos, :, out].set(values, unique_indices=True)
 
 
 def _sparse_product(flat, values, acc, *, indices, shape):
