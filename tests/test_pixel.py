@@ -124,7 +124,7 @@ def test_espcn_loads_into_the_nnx_layer():
     a = tc.as_conv_transpose(w, 3, conv_padding=1)
     assert (a.weight.shape, a.kwargs()["padding"]) == ((8, 3, 9, 9), (3, 3))
     layer = tc_nnx.ConvTranspose(8, 3, (9, 9), strides=a.stride, padding=a.padding, rngs=nnx.Rngs(0))
-    tc.load_torch_weights(layer, a.weight, a.channel_bias(b))
+    tc.load_torch_weights(layer, a.weight, a.channel_bias(b), kind="conv_transpose")
     assert_close(layer(x[0].transpose(1, 2, 0)), ref.numpy()[0].transpose(1, 2, 0))
 
 
