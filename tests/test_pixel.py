@@ -114,6 +114,23 @@ def test_conv_transpose_equals_torch_conv_then_pixel_shuffle(case):
     assert_close(jax.jit(a)(x, b), tc.pixel_shuffle(ref, r), err_msg=str(case))
 
 
+def test_gradients_flow_through_both_conversions():
+    """The converted weights are functions of the original one: gradients equal conv_transpose's."""
+    cfg = Config(2, 4, 3, 2, (5, 6), (3, 4), (2, 3), (1, 0), (1, 2), (1, 1))
+    x, w = (jnp.asarray(a) for a in cfg.arrays(21))
+    g = jnp.asarray(np.random.default_rng(22).standard_normal((2, 6, *cfg.out_spatial())), jnp.float32)
+    direct = jax.grad(lambda x, w: jnp.vdot(tc.conv_transpose(x, w, **cfg.kwargs), g), (0, 1))(x, w)
+    via_conv = jax.grad(lambda x, w: jnp.vdot(tc.as_subpixel_conv(w, **cfg.kwargs)(x), g), (0, 1))(x, w)
+    for a, b in zip(via_conv, direct, strict=True):
+        assert_close(a, b)
+    # and back: conv + pixel shuffle as a ConvTranspose, differentiated in the conv's weight
+    cw = jnp.asarray(np.random.default_rng(23).standard_normal((12, 4, 3, 3)), jnp.float32)
+    shuffled = lambda cw: tc.pixel_shuffle(tc.conv(x, cw, None, 1, 1), 2)  # noqa: E731
+    gs = jnp.asarray(np.random.default_rng(24).standard_normal(shuffled(cw).shape), jnp.float32)
+    expected = jax.grad(lambda cw: jnp.vdot(shuffled(cw), gs))(cw)
+    assert_close(jax.grad(lambda cw: jnp.vdot(tc.as_conv_transpose(cw, 2, conv_padding=1)(x), gs))(cw), expected)
+
+
 def test_espcn_loads_into_the_nnx_layer():
     """ESPCN's last layer (conv k3 p1, 3 * 3^2 channels, shuffle 3) as a ConvTranspose layer with a channel bias."""
     rng = np.random.default_rng(4)
