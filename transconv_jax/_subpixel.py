@@ -172,15 +172,20 @@ def _align(phases: jax.Array, axes) -> jax.Array:
     nd = len(axes)
     x = phases.reshape(*phases.shape[:-1], *(len(a.phases) for a in axes))
     for i, a in enumerate(axes):
-        s, lo = len(a.phases), a.crop[0]
-        parts = []
-        for r in range(s):
-            part = lax.index_in_dim(x, (r + lo) % s, axis=2 + nd + i, keepdims=False)
-            config = [(0, 0, 0)] * part.ndim
-            config[1 + i] = (-((r + lo) // s), a.out_rows - a.rows + (r + lo) // s, 0)
-            parts.append(lax.pad(part, jnp.zeros((), part.dtype), config))
-        x = jnp.stack(parts, axis=2 + nd + i)
+        s, lo, phase_axis = len(a.phases), a.crop[0], 2 + nd + i
+        # output phases 0 .. s - lo - 1 are uncropped phases lo .. s - 1 from row 0; the last lo
+        # output phases are uncropped phases 0 .. lo - 1 from row 1: two slices, one concatenate
+        parts = [(lax.slice_in_dim(x, lo, s, axis=phase_axis), 0)]
+        parts += [(lax.slice_in_dim(x, 0, lo, axis=phase_axis), 1)] if lo else []
+        x = jnp.concatenate([_shift_rows(p, 1 + i, shift, a.out_rows) for p, shift in parts], axis=phase_axis)
     return x.reshape(*x.shape[: 2 + nd], math.prod(x.shape[2 + nd :]))  # no -1: the batch may be empty
+
+
+def _shift_rows(x: jax.Array, axis: int, shift: int, rows: int) -> jax.Array:
+    """Rows `shift .. shift + rows - 1` of `x` along `axis` (zeros past its end)."""
+    config = [(0, 0, 0)] * x.ndim
+    config[axis] = (-shift, rows + shift - x.shape[axis], 0)
+    return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
 def _hwio(w: jax.Array, groups: int) -> jax.Array:
