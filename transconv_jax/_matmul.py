@@ -24,6 +24,7 @@ from jax.experimental import sparse as jsparse
 from jax.typing import ArrayLike
 
 from ._conv import accumulate, as_array
+from ._shuffle import reshape
 from ._spec import Spec, accumulation_dtype, conv_spatial, conv_spec, int_tuple, transpose_spatial, with_matrix_budget
 
 _INDEX_BYTES = 2 * 4  # a sparse entry's (row, column), int32
@@ -141,16 +142,16 @@ def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.
     acc = accumulation_dtype(y.dtype, spec.preferred_element_type)
     if kind == "dense":
         g, n = spec.groups, y.shape[0]
-        yg = y.reshape(n, g, y.shape[1] // g, math.prod(y.shape[2:]))
+        yg = reshape(y, (n, g, y.shape[1] // g, math.prod(y.shape[2:])), (0, 1, None, 2))
         product = functools.partial(_dense_product, precision=spec.precision)
-        out = accumulate(product, yg, _grouped_matrix(w, in_shape, spec), acc)
-        return out.reshape(n, *in_shape)
-    flat = y.reshape(y.shape[0], math.prod(y.shape[1:]))
+        out = accumulate(product, yg, _grouped_matrix(w, in_shape, spec), acc)  # (N, g, C_out / g, out_positions)
+        return reshape(out, (n, *in_shape), (0, 1, 3, *(None,) * (len(in_shape) - 2)))
+    flat = reshape(y, (y.shape[0], math.prod(y.shape[1:])), (0, 1))
     rows, cols, _, _ = matrix_sizes(w.shape, in_shape, spec, w.dtype)
     row, col, tap = _entries(w.shape, in_shape, spec)
     product = functools.partial(_sparse_product, indices=jnp.stack([row, col], axis=1), shape=(rows, cols))
     out = accumulate(product, flat, w.reshape(-1)[tap], acc)
-    return out.reshape(y.shape[0], *in_shape)
+    return reshape(out, (y.shape[0], *in_shape), (0, 1, *(None,) * (len(in_shape) - 1)))
 
 
 def _dense_product(yg, mat, acc, *, precision):
@@ -164,7 +165,7 @@ def _dense_product(yg, mat, acc, *, precision):
         out = jnp.einsum(
             "ncp,cpk->nk", yg[:, 0], mat[0].reshape(c, p, -1), precision=precision, preferred_element_type=acc
         )
-        return out.reshape(n, 1, *mat.shape[3:])
+        return reshape(out, (n, 1, *mat.shape[3:]), (0, None, 1, None))
     return jnp.einsum("ngcp,gcpox->ngox", yg, mat, precision=precision, preferred_element_type=acc)
 
 

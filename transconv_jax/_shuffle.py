@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax import lax
+from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
 from ._spec import int_tuple
@@ -45,9 +47,25 @@ def interleave(x: jax.Array, layout: str, factors: Sequence[int], *, channels_la
     spatial = [i for pair in zip(rows, phases, strict=True) for i in pair]
     n, c = names.index("N"), names.index("C")
     sizes = [x.shape[r] * x.shape[p] for r, p in zip(rows, phases, strict=True)]
+    nd = len(rows)
     if channels_last:
-        return x.transpose(n, *spatial, c).reshape(x.shape[n], *sizes, x.shape[c])
-    return x.transpose(n, c, *spatial).reshape(x.shape[n], x.shape[c], *sizes)
+        x = x.transpose(n, *spatial, c)
+        return reshape(x, (x.shape[0], *sizes, x.shape[-1]), (0, *range(1, 1 + 2 * nd, 2), 1 + 2 * nd))
+    x = x.transpose(n, c, *spatial)
+    return reshape(x, (*x.shape[:2], *sizes), (0, 1, *range(2, 2 + 2 * nd, 2)))
+
+
+def reshape(x: jax.Array, shape: Sequence[int], major: Sequence[int | None]) -> jax.Array:
+    """`x.reshape(shape)`, output axis `i` taking the sharding of input axis `major[i]` (None: none).
+
+    Under a mesh with explicit axes (`jax.make_mesh`'s default), JAX asks for the sharding of a
+    reshape that merges or splits axes; each merged axis here is sharded at most on its major part,
+    which it then keeps. Anywhere else this is a plain reshape.
+    """
+    spec = getattr(jax.typeof(x).sharding, "spec", None)
+    if spec is None or all(s is None for s in spec):
+        return x.reshape(shape)
+    return lax.reshape(x, tuple(shape), out_sharding=P(*(None if m is None else spec[m] for m in major)))
 
 
 def pixel_shuffle(input: ArrayLike, upscale_factor: int | Sequence[int]) -> jax.Array:

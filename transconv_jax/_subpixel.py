@@ -283,11 +283,9 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
 
     if len(starts) <= 4 and xg.size * xg.dtype.itemsize <= _SCAN_BYTES:
         out = sum(term(start, wg[i]) for i, start in enumerate(starts))
-    else:
+    else:  # the first tap starts the sum (its type, sharding included, is the carry's), the rest scan
         step = jax.checkpoint(lambda acc, tap: (acc + term(tap[0], tap[1]), None))
-        c_out = w.shape[-1] // conv.groups
-        init = jnp.zeros((*size[:-chan], *((c_out,) if chan == 1 else (conv.groups, c_out))), x.dtype)
-        out, _ = lax.scan(step, init, (jnp.asarray(starts, np.int32), wg))
+        out, _ = lax.scan(step, term(starts[0], wg[0]), (jnp.asarray(starts[1:], np.int32), wg[1:]))
     return out.reshape(*size[:-chan], w.shape[-1])
 
 
