@@ -29,7 +29,9 @@ from ._spec import (
     Precision,
     Spec,
     accumulation_dtype,
+    add_batch_axis,
     conv_spec,
+    drop_batch_axis,
     from_canonical,
     lax_layout,
     result_dtype,
@@ -218,7 +220,6 @@ def conv(
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _conv_jit(x, w, bias, spec, layout):
     with jax.named_scope("transconv_jax.conv"):
-        x = to_canonical(x if layout.batched else jnp.expand_dims(x, layout.lhs[0]), layout.lhs)
+        x = to_canonical(add_batch_axis(x, layout), layout.lhs)
         out = add_bias(conv_canonical(x, to_canonical(w, layout.rhs), spec), bias)
-        out = from_canonical(out.astype(result_dtype(x.dtype, spec)), layout.out)
-        return out if layout.batched else jnp.squeeze(out, layout.out[0])
+        return drop_batch_axis(from_canonical(out.astype(result_dtype(x.dtype, spec)), layout.out), layout)

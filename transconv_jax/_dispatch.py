@@ -5,7 +5,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -20,8 +19,10 @@ from ._spec import (
     Padding,
     Precision,
     Spec,
+    add_batch_axis,
     check_method,
     conv_transpose_spec,
+    drop_batch_axis,
     from_canonical,
     result_dtype,
     to_canonical,
@@ -168,15 +169,10 @@ def auto_method(
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _apply(y, w, bias, spec: Spec, layout: Layout, method: Method) -> jax.Array:
-    y = to_canonical(y if layout.batched else jnp.expand_dims(y, layout.lhs[0]), layout.lhs)
-    w = to_canonical(w, layout.rhs)
-    if method == "auto":
-        out = auto_form(y, w, spec)
-    else:
-        with jax.named_scope(f"transconv_jax.{method}"):
-            out = FORMS[method](y, w, spec)
+    y, w = to_canonical(add_batch_axis(y, layout), layout.lhs), to_canonical(w, layout.rhs)
+    out = auto_form(y, w, spec) if method == "auto" else _named_form(method, spec)(y, w)
     out = from_canonical(add_bias(out, bias).astype(result_dtype(y.dtype, spec)), layout.out)
-    return out if layout.batched else jnp.squeeze(out, layout.out[0])
+    return drop_batch_axis(out, layout)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))

@@ -483,6 +483,16 @@ def batch_shape(shape, layout: Layout) -> tuple[int, ...]:
     return permute(shape, layout.lhs)
 
 
+def add_batch_axis(a, layout: Layout):
+    """An unbatched input (PyTorch's `(C, *spatial)`) with its batch axis of size 1 put back; else `a`."""
+    return a if layout.batched else jnp.expand_dims(a, layout.lhs[0])
+
+
+def drop_batch_axis(out, layout: Layout):
+    """The result of an unbatched input without its batch axis; else `out`."""
+    return out if layout.batched else jnp.squeeze(out, layout.out[0])
+
+
 def to_canonical(a, perm):
     """Transpose an array of the user's layout into the canonical one."""
     return a if perm == tuple(range(a.ndim)) else a.transpose(perm)
