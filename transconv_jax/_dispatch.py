@@ -128,8 +128,9 @@ def auto_method(
 
     1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are several times slower);
     2. stride 1 on every axis: 'scatter' for the forward (a GEMM and shifted adds; XLA:CPU's
-       convolutions on two threads reach a fraction of the GEMM rate), 'vjp' for the derivatives
-       (the jax.lax lowering, whose backward beat scatter's on both stride-1 layers);
+       convolutions on two threads reach a fraction of the GEMM rate); for the derivatives
+       'subpixel' (im2col GEMMs for both gradients) without dilation, and 'vjp' (the jax.lax
+       lowering) with it, where im2col's windows are strided;
     3. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     4. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
@@ -161,7 +162,9 @@ def auto_method(
     if spec.groups > 1:
         return "subpixel"
     if max(spec.stride) == 1:
-        return "vjp" if derivatives else "scatter"
+        if not derivatives:
+            return "scatter"
+        return "vjp" if max(spec.dilation) > 1 else "subpixel"
     if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
         return "scatter"
     return "subpixel" if phases_fuse(y_shape[2:], kernel, spec) else "scatter"
