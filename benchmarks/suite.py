@@ -131,9 +131,10 @@ def layer_spec(layer: Layer) -> Spec:
     return spec
 
 
-def auto_pick(layer: Layer, platform: str) -> str:
-    """The form `method="auto"` runs for `layer` on `platform` ('cpu', 'cuda', ...)."""
-    return auto_method(layer_spec(layer), layer.y_shape, layer.w_shape, platform=platform)
+def auto_pick(layer: Layer, platform: str, derivatives: str | None = None) -> str:
+    """The form `method="auto"` runs for `layer` on `platform` ('cpu', 'cuda', ...); with `derivatives`
+    ("input" or "kernel"), the form whose gradient it takes."""
+    return auto_method(layer_spec(layer), layer.y_shape, layer.w_shape, platform=platform, derivatives=derivatives)
 
 
 # ------------------------------------------------------------------------------ contenders

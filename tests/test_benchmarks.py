@@ -49,3 +49,9 @@ def test_gpu_dry_run_writes_a_table_with_every_contender(tmp_path):
     assert len(rows) == 6 and all(row.count("|") == (10 if i % 3 < 2 else 9) for i, row in enumerate(rows))
     float32_times = rows[:2]  # every contender checked against PyTorch and timed (bfloat16 may flag one WRONG)
     assert all("WRONG" not in row and "n/a" not in row for row in float32_times)
+
+
+def test_derivatives_quick_prints_both_tables():
+    out = _run([sys.executable, "benchmarks/derivatives.py", "--quick"]).stdout
+    assert out.count("| tiny") == 6 and "| layer | auto | forward form alone | mixed |" in out
+    assert "load average" in out

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -28,7 +29,7 @@ from ._spec import (
     to_canonical,
 )
 from ._subpixel import conv_transpose_subpixel_form, phases_fuse
-from ._vjp import conv_transpose_vjp_form
+from ._vjp import conv_transpose_vjp_form, xla_cpu_hazard
 
 FORMS = {
     "vjp": conv_transpose_vjp_form,
@@ -116,28 +117,37 @@ def auto_method(
     w_shape: tuple[int, ...],
     *,
     platform: str = "cpu",
-    derivatives: bool = False,
+    derivatives: Literal["input", "kernel"] | None = None,
 ) -> Literal["vjp", "matmul", "scatter", "subpixel"]:
     """The form `method='auto'` runs on `platform`, from static facts only (canonical shapes, the platform).
 
     This is the one place where a choice depends on the backend; `auto_form` applies it per lowering
-    platform for the forward, and the CPU choice with `derivatives=True` for the derivatives.
+    platform for the forward, and the CPU choices with `derivatives="input"` and `"kernel"` for the
+    two gradients, which may each come from another form.
 
     Every form gives the same numbers to float tolerance; this only picks the fastest. The CPU
-    policy comes from `benchmarks/bench.py` (BENCHMARKS.md, "Decoder layers"):
+    policy comes from `benchmarks/bench.py` (forward and fwd+bwd) and `benchmarks/derivatives.py`
+    (each gradient of each form apart); BENCHMARKS.md has both runs:
 
-    1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv; the others are several times slower);
+    1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv and im2col GEMMs for both
+       gradients; the others are several times slower);
     2. stride 1 on every axis: 'scatter' for the forward (a GEMM and shifted adds; XLA:CPU's
-       convolutions on two threads reach a fraction of the GEMM rate); for the derivatives
-       'subpixel' (im2col GEMMs for both gradients) without dilation, and 'vjp' (the jax.lax
-       lowering) with it, where im2col's windows are strided;
+       convolutions on two threads reach a fraction of the GEMM rate). Both gradients: 'subpixel'
+       (im2col GEMMs) without dilation, 'vjp' (the convolutions `jax.lax` runs) with it;
     3. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     4. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
-       'subpixel', one stride-1 conv and its custom kernel gradient;
-    5. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase.
+       'subpixel', one stride-1 conv, and its im2col kernel gradient. The input gradient is the
+       'vjp' form's (one strided convolution of the cotangent) when both channel counts are at
+       least 64, where XLA:CPU's convolution beats im2col; otherwise (FCN-8s's 21) subpixel's;
+    5. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase. (Its
+       gradients apart, the vjp form's input gradient was faster than scatter's, but not the
+       fwd+bwd that mixed them: scatter's two gradients share the cotangent's columns.)
 
-    The figures behind each rule are in BENCHMARKS.md ("Decoder layers").
+    The input gradient of rule 4 is the one mixed choice: taking the input gradient from the
+    form whose input gradient alone was fastest sped up fwd+bwd on the DCGAN and HiFi-GAN
+    layers, but slowed down the k3 s2 U-Nets and the dilated stride-1 layer, where one form
+    shares work between its two gradients (`benchmarks/derivatives.py`; BENCHMARKS.md).
 
     GPU and TPU are unmeasured: they get 'vjp', the flipped-kernel lowering that `jax.vjp` of a
     conv emits, which reaches cuDNN's backward-data kernel.
@@ -147,14 +157,19 @@ def auto_method(
         y_shape: canonical input shape `(N, C_in, *spatial)`.
         w_shape: canonical kernel shape `(C_in, C_out // groups, *kernel)`.
         platform: a lowering platform: 'cpu', 'cuda', 'rocm' or 'tpu'.
+        derivatives: None for the forward; "input" or "kernel" for the form whose gradient `auto`
+            takes (CPU policy, used on every platform by `auto_form`).
 
     Returns:
         One of the keys of `FORMS`.
 
     Example:
         >>> from transconv_jax._spec import Spec
-        >>> auto_method(Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1), (8, 256, 16, 16), (256, 128, 4, 4), platform="cpu")
+        >>> spec = Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1)
+        >>> auto_method(spec, (8, 256, 16, 16), (256, 128, 4, 4), platform="cpu")
         'subpixel'
+        >>> auto_method(spec, (8, 256, 16, 16), (256, 128, 4, 4), platform="cpu", derivatives="input")
+        'vjp'
     """
     if platform != "cpu":
         return "vjp"
@@ -164,10 +179,13 @@ def auto_method(
     if max(spec.stride) == 1:
         if not derivatives:
             return "scatter"
-        return "vjp" if max(spec.dilation) > 1 else "subpixel"
+        return "subpixel" if max(spec.dilation) == 1 else "vjp"
     if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
         return "scatter"
-    return "subpixel" if phases_fuse(y_shape[2:], kernel, spec) else "scatter"
+    if not phases_fuse(y_shape[2:], kernel, spec):
+        return "scatter"
+    strided_conv = derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64
+    return "vjp" if strided_conv else "subpixel"
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
@@ -186,11 +204,13 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     (each platform's, in a multi-platform `jax.export`), so the choice follows where the code runs,
     not the default backend at trace time.
 
-    Derivatives are those of the CPU policy's derivative form (`auto_method(..., derivatives=True)`)
-    on every platform, a choice that does not depend on the backend: with a `platform_dependent` in
-    the tangent too, XLA:CPU ran the transposed branch 2-3x slower than the same form alone (the
-    input gradient's kernel kept a reversed layout; BENCHMARKS.md). GPU and TPU are unmeasured:
-    revisit this with `benchmarks/gpu.sh`.
+    Derivatives: the tangent in `y` is that of the CPU policy's input-gradient form and the tangent
+    in `w` that of its kernel-gradient form (`auto_method(..., derivatives="input" / "kernel")`), so
+    reverse mode runs each gradient as its fastest form does, and a gradient nobody asks for is
+    not computed (symbolic zeros). The choice does not depend on the backend: with a
+    `platform_dependent` in the tangent too, XLA:CPU ran the transposed branch 2-3x slower than the
+    same form alone (the input gradient's kernel kept a reversed layout; BENCHMARKS.md). GPU and
+    TPU are unmeasured: revisit this with `benchmarks/gpu.sh`.
     """
     choices = {p: auto_method(spec, y.shape, w.shape, platform=p) for p in ("cpu", "cuda", "rocm", "tpu")}
     branches = {name: _named_form(name, spec) for name in choices.values()}
@@ -201,11 +221,19 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     return lax.platform_dependent(y, w, default=default, **per_platform)
 
 
-@auto_form.defjvp
+@functools.partial(auto_form.defjvp, symbolic_zeros=True)
 def _auto_form_jvp(spec, primals, tangents):
     y, w = primals
-    form = _named_form(auto_method(spec, y.shape, w.shape, platform="cpu", derivatives=True), spec)
-    return auto_form(y, w, spec), jax.jvp(form, primals, tangents)[1]
+    ty, tw = tangents
+    out = auto_form(y, w, spec)
+    terms = []
+    if not isinstance(ty, jax.custom_derivatives.SymbolicZero):
+        form = _named_form(auto_method(spec, y.shape, w.shape, platform="cpu", derivatives="input"), spec)
+        terms.append(jax.jvp(lambda y: form(y, w), (y,), (ty,))[1])
+    if not isinstance(tw, jax.custom_derivatives.SymbolicZero):
+        form = _named_form(auto_method(spec, y.shape, w.shape, platform="cpu", derivatives="kernel"), spec)
+        terms.append(jax.jvp(lambda w: form(y, w), (w,), (tw,))[1])
+    return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
 
 
 def _named_form(name: str, spec: Spec):
