@@ -188,9 +188,24 @@ def _align(phases: jax.Array, axes) -> jax.Array:
     uncropped phase `(r + lo % s) % s` from row `(r + lo % s) // s` on, `ceil(t / s)` rows. Cutting
     per phase before the interleave, with static slices, keeps the sharded rows axis major and
     evenly split in the interleave's reshape; cropping after it made GSPMD all-gather the output.
+
+    Up to `_ALIGN_PHASES` phases, each output phase (every axis at once) is one static slice and
+    the phases are stacked: XLA fuses the stack into one copy and its transpose, a sum of pads,
+    into one more. With more phases (FCN-8s's 64) that sum is slow to run, so each axis is re-cut
+    in turn: two slices and a concatenate per axis.
     """
     nd = len(axes)
     x = phases.reshape(*phases.shape[:-1], *(len(a.phases) for a in axes))
+    if phases.shape[-1] <= _ALIGN_PHASES:
+        parts = []
+        for combo in itertools.product(*(range(len(a.phases)) for a in axes)):
+            part = x
+            for i, (r, a) in reversed(list(enumerate(zip(combo, axes, strict=True)))):
+                part = lax.index_in_dim(part, (r + a.crop[0]) % len(a.phases), axis=2 + nd + i, keepdims=False)
+            for i, (r, a) in enumerate(zip(combo, axes, strict=True)):
+                part = _shift_rows(part, 1 + i, (r + a.crop[0]) // len(a.phases), a.out_rows)
+            parts.append(part)
+        return jnp.stack(parts, axis=-1)
     for i, a in enumerate(axes):
         s, lo, phase_axis = len(a.phases), a.crop[0], 2 + nd + i
         # output phases 0 .. s - lo - 1 are uncropped phases lo .. s - 1 from row 0; the last lo
@@ -199,6 +214,9 @@ def _align(phases: jax.Array, axes) -> jax.Array:
         parts += [(lax.slice_in_dim(x, 0, lo, axis=phase_axis), 1)] if lo else []
         x = jnp.concatenate([_shift_rows(p, 1 + i, shift, a.out_rows) for p, shift in parts], axis=phase_axis)
     return x.reshape(*x.shape[: 2 + nd], math.prod(x.shape[2 + nd :]))  # no -1: the batch may be empty
+
+
+_ALIGN_PHASES = 8  # up to this many phases, `_align` cuts each phase at once (see its docstring)
 
 
 def _shift_rows(x: jax.Array, axis: int, shift: int, rows: int) -> jax.Array:
@@ -317,9 +335,12 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
         if conv.groups == 1:  # two plain matrices, `(rows, taps * C_in) x (taps * C_in, C_out)`: no copies
             matrix = cols.reshape(-1, math.prod(cols.shape[-2:]))
             out = lax.dot_general(matrix, w.reshape(matrix.shape[1], -1), (((1,), (0,)), ((), ())), conv.precision)
-        else:
-            lhs, rhs = spec.split(",")
-            out = jnp.einsum(f"{lhs.replace('...', '...t')},t{rhs}", cols, wg, precision=conv.precision)
+        else:  # one product per group, the group axis major in both operands (written out, as above)
+            g, c = cols.shape[-2:]
+            batched = jnp.moveaxis(cols, -2, 0).reshape(g, -1, cols.shape[-3] * c)  # (G, rows, taps * C_in/G)
+            kernel = jnp.moveaxis(wg, 2, 0).reshape(g, -1, wg.shape[-1])  # (G, taps * C_in/G, C_out/G)
+            prod = lax.dot_general(batched, kernel, (((2,), (1,)), ((0,), (0,))), conv.precision)
+            out = jnp.moveaxis(prod, 0, -2)  # (rows, G, C_out/G)
     else:  # the first tap starts the sum (its type, sharding included, is the carry's), the rest scan
         step = jax.checkpoint(lambda acc, tap: (acc + term(tap[0], tap[1]), None))
         out, _ = lax.scan(step, term(starts[0], wg[0]), (jnp.asarray(starts[1:], np.int32), wg[1:]))

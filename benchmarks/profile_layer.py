@@ -1,0 +1,87 @@
+"""Where one contender's time goes on one layer: XLA:CPU's own ops, from a `jax.profiler` trace.
+
+Run: PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" [--method auto] [--fwd] [--top 12]
+
+Compiles the contender's forward+backward (or forward, `--fwd`) on the layer of `suite.LAYERS`
+whose name starts with the argument, runs it `--calls` times under `jax.profiler.trace`, and
+prints the ops of the compiled program (XLA's fusions, named as in `compiled.as_text()`) by
+their mean wall time per call, with the shape each writes. `--method jax.lax` profiles the
+`jax.lax.conv_transpose` peer.
+
+Caveat: the times are those of XLA's thunks as the profiler sees them. Convolutions and dots
+that XLA:CPU hands to its Eigen thread pool run past the end of their thunk, so they show less
+time than they take; loop fusions (copies, transposes, pads) and YNNPACK dot fusions
+(`ynn_fusion`) show their own time. Thunks with no data dependence run at once, on the same
+two cores. Use it to find copies and layout changes, not to add up a total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
+
+_SKIP = re.compile(r"^(\$|ThunkExecutor|PjitFunction|PjRt|CommonPjRt|Slinky|Allocate|Handle|Parse|Python)")
+
+
+def profile(fn, args, calls: int) -> dict[str, float]:
+    """Mean seconds per call of each XLA op of the compiled `fn`."""
+    jax.block_until_ready(fn(*args))
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(calls):
+                jax.block_until_ready(fn(*args))
+        (path,) = glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)
+        with gzip.open(path) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    total = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and "dur" in e and not _SKIP.match(e["name"]):
+            total[e["name"]] += e["dur"] * 1e-6 / calls
+    return dict(total)
+
+
+def shapes(hlo: str) -> dict[str, str]:
+    """The shape each op of the entry computation writes, from the compiled HLO text."""
+    entry = hlo[hlo.index("\nENTRY") :]
+    return dict(re.findall(r"%([\w.\-]+) = ([a-z0-9]+\[[0-9,]*\])", entry))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("layer", help="the start of a layer's name in suite.LAYERS (or suite.TINY)")
+    parser.add_argument("--method", default="auto", help="a method of conv_transpose, or jax.lax")
+    parser.add_argument("--fwd", action="store_true", help="the forward alone (default: forward+backward)")
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args(argv)
+    (layer,) = [la for la in (*suite.LAYERS, *suite.TINY) if la.name.startswith(args.layer)][:1]
+    f = suite.jax_lax_fn(layer) if args.method == "jax.lax" else suite.method_fn(layer, args.method)
+    y, w, g = (jnp.asarray(a) for a in layer.arrays())
+    if args.fwd:
+        compiled, call_args = jax.jit(f).lower(y, w).compile(), (y, w)
+    else:
+        fb = jax.jit(lambda y, w, g: (lambda out, vjp: (out, *vjp(g)))(*jax.vjp(f, y, w)))
+        compiled, call_args = fb.lower(y, w, g).compile(), (y, w, g)
+    times, out_shapes = profile(compiled, call_args, args.calls), shapes(compiled.as_text())
+    print(f"{layer.name} ({layer.describe()}), {args.method}, {'forward' if args.fwd else 'fwd+bwd'}; "
+          f"load average {os.getloadavg()[0]:.2f}; ms per call of XLA's ops (see the caveat in the docstring):")  # fmt: skip
+    for name, t in sorted(times.items(), key=lambda kv: -kv[1])[: args.top]:
+        print(f"  {t * 1e3:8.2f}  {name:<32} {out_shapes.get(name, '')}")
+
+
+if __name__ == "__main__":
+    main()
