@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -148,6 +149,7 @@ class Contender:
     fwd_bwd: Callable
     args: tuple
     compile_s: dict = dataclasses.field(default_factory=dict)  # "fwd", "fwd_bwd": seconds
+    kernels: int | None = None  # XLA's compiled fwd+bwd: ops that run code (fusions, convolutions, dots, ...)
     memory: dict = dataclasses.field(default_factory=dict)  # bytes: XLA's plan of one fwd+bwd
     sync: Callable = lambda out: jax.block_until_ready(out)
     channels_last: bool = False  # Flax: outputs `(N, *spatial, C)`, kernel `(*k, C_out, C_in)`
@@ -188,10 +190,21 @@ def jax_contender(f: Callable, y, w, g, dtype) -> Contender:
         compiled = jax.jit(fn).lower(*args[:n]).compile()
         c.compile_s[name] = time.perf_counter() - start
         setattr(c, name, (lambda y, w, g, fn=compiled: fn(y, w)) if n == 2 else compiled)
+    c.kernels = compiled_kernels(compiled.as_text())
     analysis = compiled.memory_analysis()
     if analysis is not None:
         c.memory = {"temp": analysis.temp_size_in_bytes, "output": analysis.output_size_in_bytes}
     return c
+
+
+_NO_CODE = {"parameter", "constant", "bitcast", "tuple", "get-tuple-element"}
+
+
+def compiled_kernels(hlo: str) -> int:
+    """The ops of a compiled program's entry computation that run code: XLA compiles each of them
+    (a fusion, a convolution, a dot, a copy...), so their number drives its compile time."""
+    entry = hlo[hlo.index("\nENTRY") :]
+    return sum(op not in _NO_CODE for op in re.findall(r"= \S+ ([\w-]+)\(", entry))
 
 
 def flax_contender(layer: Layer, y, w, g, dtype) -> Contender:

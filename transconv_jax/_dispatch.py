@@ -226,13 +226,15 @@ def _auto_form_jvp(spec, primals, tangents):
     y, w = primals
     ty, tw = tangents
     out = auto_form(y, w, spec)
+    zero = jax.custom_derivatives.SymbolicZero
+    names = [auto_method(spec, y.shape, w.shape, platform="cpu", derivatives=d) for d in ("input", "kernel")]
+    if names[0] == names[1] and not isinstance(ty, zero) and not isinstance(tw, zero):  # one form: trace it once
+        return out, jax.jvp(_named_form(names[0], spec), primals, tangents)[1]
     terms = []
-    if not isinstance(ty, jax.custom_derivatives.SymbolicZero):
-        form = _named_form(auto_method(spec, y.shape, w.shape, platform="cpu", derivatives="input"), spec)
-        terms.append(jax.jvp(lambda y: form(y, w), (y,), (ty,))[1])
-    if not isinstance(tw, jax.custom_derivatives.SymbolicZero):
-        form = _named_form(auto_method(spec, y.shape, w.shape, platform="cpu", derivatives="kernel"), spec)
-        terms.append(jax.jvp(lambda w: form(y, w), (w,), (tw,))[1])
+    if not isinstance(ty, zero):
+        terms.append(jax.jvp(lambda y: _named_form(names[0], spec)(y, w), (y,), (ty,))[1])
+    if not isinstance(tw, zero):
+        terms.append(jax.jvp(lambda w: _named_form(names[1], spec)(y, w), (w,), (tw,))[1])
     return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
 
 
