@@ -91,6 +91,24 @@ def test_half_precision_gradients_are_within_bf16_rounding_of_torch(method):
         assert_close(as32(a), b, rtol=2**-6)
 
 
+def test_bf16_matmul_kernel_gradient_sums_its_taps_in_float32():
+    """The matmul form's kernel gradient sums each tap over every position it fills (64 here).
+
+    Summed in bfloat16 that was 2.2e-2 of the largest gradient off float32 PyTorch; in float32
+    and rounded once it is within the other forms' bf16 rounding.
+    """
+    cfg = Config(2, 8, 4, 1, (8, 8), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))
+    y, w = (jnp.asarray(a, jnp.bfloat16) for a in cfg.arrays(5))
+    f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method="matmul")  # noqa: E731
+    out, vjp = jax.vjp(f, y, w)
+    cot = jnp.asarray(np.random.default_rng(6).standard_normal(out.shape), jnp.bfloat16)
+    (gw,) = vjp(cot)[1:]
+    as32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    ref_gw = torch_conv_transpose(as32(y), as32(w), cfg, as32(cot))[2]
+    scale = np.abs(ref_gw).max()
+    assert np.abs(as32(gw) - ref_gw).max() <= 2**-7 * scale
+
+
 def test_bias_is_added_before_the_single_rounding():
     """PyTorch rounds conv + bias once; adding the bias to a bf16 result would round twice."""
     cfg = CONFIGS["DCGAN k4 s2 p1"]

@@ -150,7 +150,7 @@ def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.
     rows, cols, _, _ = matrix_sizes(w.shape, in_shape, spec, w.dtype)
     row, col, tap = _entries(w.shape, in_shape, spec)
     product = functools.partial(_sparse_product, indices=jnp.stack([row, col], axis=1), shape=(rows, cols))
-    out = accumulate(product, flat, w.reshape(-1)[tap], acc)
+    out = accumulate(product, flat, _taps(w.reshape(-1), tap), acc)
     return reshape(out, (y.shape[0], *in_shape), (0, 1, *(None,) * (len(in_shape) - 1)))
 
 
@@ -183,9 +183,22 @@ def _grouped_matrix(w: jax.Array, input_shape, spec: Spec) -> jax.Array:
     pos = _broadcast_sum([p * _stride(spatial, i) for i, (p, _, _) in enumerate(pairs)])
     tap = _broadcast_sum([t * _stride(kernel, i) for i, (_, t, _) in enumerate(pairs)])
     out = _broadcast_sum([q * _stride(out_spatial, i) for i, (_, _, q) in enumerate(pairs)])
-    values = jnp.moveaxis(w.reshape(g, c_in // g, c_out_g, -1)[..., tap], -1, 0)  # (pairs, g, C_in / g, C_out / g)
+    values = jnp.moveaxis(_taps(w.reshape(g, c_in // g, c_out_g, -1), tap), -1, 0)  # (pairs, g, C_in / g, C_out / g)
     shape = (g, c_in // g, math.prod(spatial), c_out_g, math.prod(out_spatial))
     return jnp.zeros(shape, w.dtype).at[:, :, pos, :, out].set(values, unique_indices=True)
+
+
+def _taps(w: jax.Array, tap) -> jax.Array:
+    """`w[..., tap]`, each kernel entry once per matrix entry it fills; its transpose sums them in float32.
+
+    The kernel gradient is that transpose: a sum, per tap, of the matrix cotangent over every
+    position the tap fills (hundreds of terms). Gathering from a float32 copy of the kernel (exact:
+    the values are the kernel's) makes that sum float32, rounded to the kernel's dtype once; summed
+    in bfloat16 it was off by 2e-2 of the largest gradient (`benchmarks/gpu.sh --dry-run`).
+    The matrix and its product keep the kernel's dtype.
+    """
+    wide = w.dtype if jnp.finfo(w.dtype).bits >= 32 else jnp.float32
+    return w.astype(wide)[..., tap].astype(w.dtype)
 
 
 def _sparse_product(flat, values, acc, *, indices, shape):
