@@ -33,7 +33,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
-_SKIP = re.compile(r"^(\$|ThunkExecutor|PjitFunction|PjRt|CommonPjRt|Slinky|Allocate|Handle|Parse|Python)")
+_SKIP = re.compile(r"^(\$|end: |ThunkExecutor|PjitFunction|PjRt|CommonPjRt|Slinky|Allocate|Handle|Parse|Python)")
 
 
 def profile(fn, args, calls: int) -> dict[str, float]:

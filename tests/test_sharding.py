@@ -7,7 +7,11 @@ set before JAX starts). For each form and `auto`, 2-D and 3-D, under `jax.jit`:
   the kernel's output channels (axis 1) -> the result's channel axis;
 - the compiled HLO has no all-gather of an activation-sized array, "activation-sized" meaning
   more elements than the kernel (gathering the small, replicated-by-use kernel is fine);
-- the values equal the single-device ones.
+- the values equal the single-device ones;
+- for every form but vjp and matmul, the same of both gradients: the input gradient keeps the
+  input's sharding and nothing activation-sized is all-gathered (the vjp form's kernel gradient
+  is XLA's own weight gradient of an lhs-dilated conv, which GSPMD all-gathers under spatial
+  sharding; `auto` never takes that one).
 The matmul form is the documented exception for a spatially sharded input: its matrix spans the
 whole grid of an example, so each device computes its input slice's share of the whole output,
 an all-reduce sums them, and the result is replicated (no all-gather either; values still equal).
@@ -81,6 +85,15 @@ for y_shape, w_shape, kw in CONFIGS:
             if out.sharding.spec != expected or big:
                 failures.append(f"{nd}-D {method} {case}: spec {out.sharding.spec} (want {expected}), "
                                 f"activation-sized all-gathers {big}")
+            if method in ("vjp", "matmul"):
+                continue  # vjp: XLA's own kernel gradient of a spatially sharded lhs-dilated conv all-gathers
+            # training: both gradients, the input's keeps the input's sharding, nothing activation-sized gathered
+            grads = jax.jit(jax.grad(lambda y, w: (f(y, w) ** 2).sum(), (0, 1))).lower(ya, wa).compile()
+            gy, gw = grads(ya, wa)
+            big = [n for n in gathered_sizes(grads.as_text()) if n > w.size]
+            if gy.sharding.spec != ys.spec or big:
+                failures.append(f"{nd}-D {method} {case} gradients: input gradient spec {gy.sharding.spec} "
+                                f"(want {ys.spec}), activation-sized all-gathers {big}")
 assert not failures, "\n".join(failures)
 print("functions ok")
 

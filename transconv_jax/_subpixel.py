@@ -346,9 +346,10 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     if len(starts) * xg.size * xg.dtype.itemsize <= _SCAN_BYTES:  # im2col: one GEMM over every tap
         ends = lambda start: tuple(a + b for a, b in zip(start, size, strict=False))  # noqa: E731
         cols = jnp.stack([lax.slice(xg, start, ends(start)) for start in starts], axis=xg.ndim - chan)
-        if conv.groups == 1:  # two plain matrices, `(rows, taps * C_in) x (taps * C_in, C_out)`: no copies
-            matrix = cols.reshape(-1, math.prod(cols.shape[-2:]))
-            out = lax.dot_general(matrix, w.reshape(matrix.shape[1], -1), (((1,), (0,)), ((), ())), conv.precision)
+        if conv.groups == 1:  # in effect two matrices, `(rows, taps * C_in) x (taps * C_in, C_out)`: no copies
+            matrix = cols.reshape(*cols.shape[:-2], math.prod(cols.shape[-2:]))  # (N, *rows, taps * C_in)
+            dims = (((matrix.ndim - 1,), (0,)), ((), ()))
+            out = lax.dot_general(matrix, w.reshape(matrix.shape[-1], -1), dims, conv.precision)
         else:  # one product per group, the group axis major in both operands (written out, as above)
             g, c = cols.shape[-2:]
             batched = jnp.moveaxis(cols, -2, 0).reshape(g, -1, cols.shape[-3] * c)  # (G, rows, taps * C_in/G)
