@@ -55,3 +55,9 @@ def test_derivatives_quick_prints_both_tables():
     out = _run([sys.executable, "benchmarks/derivatives.py", "--quick"]).stdout
     assert out.count("| tiny") == 6 and "| layer | auto | forward form alone | mixed |" in out
     assert "load average" in out
+
+
+def test_profile_layer_lists_the_compiled_ops_with_their_shapes():
+    out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--top", "4"]).stdout
+    rows = [line for line in out.splitlines()[1:] if line.strip()]
+    assert 1 <= len(rows) <= 4 and any("f32[" in row for row in rows), out

@@ -208,7 +208,7 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     in `w` that of its kernel-gradient form (`auto_method(..., derivatives="input" / "kernel")`), so
     reverse mode runs each gradient as its fastest form does, and a gradient nobody asks for is
     not computed (symbolic zeros). The choice does not depend on the backend: with a
-    `platform_dependent` in the tangent too, XLA:CPU ran the transposed branch 2-3x slower than the
+    `platform_dependent` in the tangent too, XLA:CPU ran the transposed branch much slower than the
     same form alone (the input gradient's kernel kept a reversed layout; BENCHMARKS.md). GPU and
     TPU are unmeasured: revisit this with `benchmarks/gpu.sh`.
     """

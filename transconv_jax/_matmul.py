@@ -194,7 +194,7 @@ def _taps(w: jax.Array, tap) -> jax.Array:
     The kernel gradient is that transpose: a sum, per tap, of the matrix cotangent over every
     position the tap fills (hundreds of terms). Gathering from a float32 copy of the kernel (exact:
     the values are the kernel's) makes that sum float32, rounded to the kernel's dtype once; summed
-    in bfloat16 it was off by 2e-2 of the largest gradient (`benchmarks/gpu.sh --dry-run`).
+    in bfloat16 it was several times less accurate than the other forms' (BENCHMARKS.md, GPU).
     The matrix and its product keep the kernel's dtype.
     """
     wide = w.dtype if jnp.finfo(w.dtype).bits >= 32 else jnp.float32

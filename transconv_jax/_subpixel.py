@@ -170,9 +170,9 @@ def _phase_taps(w: jax.Array, axis_plan: Axis, axis: int) -> jax.Array:
 
     One `take_taps` per phase, stacked; with more than two phases, where phase `r`'s taps are
     `r, r + s, ...` (no dilation), a reshape to `(k / s, s)`, a reverse and a swap instead, which
-    XLA compiles as one copy (FCN-8s's 8 phases per axis: 19 compiled ops of fwd+bwd against 29
-    in `make bench`). With two phases the stack stays: the reshape raised XLA's fwd+bwd temp
-    buffers on the memory layer from 388 to 517 MiB (`benchmarks/form_memory.py`).
+    XLA compiles as one copy (fewer ops to compile on FCN-8s's 8 phases per axis). With two
+    phases the stack stays: the reshape raised XLA's temp buffers on the memory layer of
+    BENCHMARKS.md (both measured there).
     """
     s, k = len(axis_plan.phases), w.shape[axis]
     if s > 2 and all(p.taps == tuple(range(r, k, s))[::-1] for r, p in enumerate(axis_plan.phases)):
@@ -323,11 +323,12 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
 
     Bilinear. While `taps` windows fit in `_SCAN_BYTES` they are stacked into one matrix and the
     correlation is one GEMM against the kernel read as `(taps * C_in, C_out)`, a reshape of its
-    own layout: written as a plain 2-D `dot_general`, XLA:CPU runs it and both of its transposes
-    (the two gradients) without copying the cotangent (an einsum over the spatial axes made it
-    copy the cotangent to `(C_out, rows)` first: 6.8 against 3.8 ms on FCN-8s's kernel gradient
-    when this was written). Larger `x`, one tap at a time in a `lax.scan`, so that one window
-    exists at a time. Under `jax.checkpoint`, only `x` is kept.
+    own layout: a `dot_general` contracting only the last axis, so XLA:CPU runs it and both of
+    its transposes (the two gradients) without copying the cotangent (an einsum over the spatial
+    axes made it copy the cotangent to `(C_out, rows)` first; BENCHMARKS.md), while the batch and
+    spatial axes stay apart for GSPMD (flattened, a spatially sharded input's gradients were
+    all-gathered). Larger `x`, one tap at a time in a `lax.scan`, so that one window exists at a
+    time. Under `jax.checkpoint`, only `x` is kept.
     """
     xg, wg, spec = _tap_operands(x, w, conv)
     chan = xg.ndim - x.ndim + 1  # trailing channel axes of xg: (C,) or (G, C // G)
