@@ -56,8 +56,7 @@ def profile(fn, args, calls: int) -> dict[str, float]:
 
 def shapes(hlo: str) -> dict[str, str]:
     """The shape each op of the entry computation writes, from the compiled HLO text."""
-    entry = hlo[hlo.index("\nENTRY") :]
-    return dict(re.findall(r"%([\w.\-]+) = ([a-z0-9]+\[[0-9,]*\])", entry))
+    return dict(re.findall(r"%([\w.\-]+) = ([a-z0-9]+\[[0-9,]*\])", suite.entry_computation(hlo)))
 
 
 def main(argv=None) -> None:

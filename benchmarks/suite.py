@@ -203,8 +203,12 @@ _NO_CODE = {"parameter", "constant", "bitcast", "tuple", "get-tuple-element"}
 def compiled_kernels(hlo: str) -> int:
     """The ops of a compiled program's entry computation that run code: XLA compiles each of them
     (a fusion, a convolution, a dot, a copy...), so their number drives its compile time."""
-    entry = hlo[hlo.index("\nENTRY") :]
-    return sum(op not in _NO_CODE for op in re.findall(r"= \S+ ([\w-]+)\(", entry))
+    return sum(op not in _NO_CODE for op in re.findall(r"= \S+ ([\w-]+)\(", entry_computation(hlo)))
+
+
+def entry_computation(hlo: str) -> str:
+    """The entry computation of a compiled program's HLO text (`compiled.as_text()`)."""
+    return hlo[hlo.index("\nENTRY") :]
 
 
 def flax_contender(layer: Layer, y, w, g, dtype) -> Contender:

@@ -75,11 +75,18 @@ def _mixed_jvp(product, acc, primals, tangents):
     a, b = primals
     ta, tb = tangents
     out = _mixed(product, acc, a, b)
-    zero = jax.custom_derivatives.SymbolicZero
-    terms = [product(ta, b, None) if not isinstance(ta, zero) else None]
-    terms.append(product(a, tb, None) if not isinstance(tb, zero) else None)
-    terms = [t.astype(acc) for t in terms if t is not None]
-    return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+    return out, bilinear_tangent(out, (lambda ta: product(ta, b, None), ta), (lambda tb: product(a, tb, None), tb))
+
+
+def bilinear_tangent(out: jax.Array, *parts) -> jax.Array:
+    """The tangent of a bilinear map from its `(linear map, tangent)` parts, one per operand.
+
+    A `custom_jvp` rule with `symbolic_zeros=True` gets `SymbolicZero` for an operand nobody
+    differentiates: its part is skipped, so that gradient is never computed. The others are summed
+    in `out`'s dtype; zeros if every tangent is symbolic.
+    """
+    terms = [f(t).astype(out.dtype) for f, t in parts if not isinstance(t, jax.custom_derivatives.SymbolicZero)]
+    return sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
 
 
 def conv_general(x: jax.Array, w: jax.Array, spec: Spec, **params) -> jax.Array:

@@ -5,11 +5,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from ._conv import add_bias, as_array
+from ._conv import add_bias, as_array, bilinear_tangent
 from ._matmul import conv_transpose_matmul_form
 from ._scatter import conv_transpose_scatter_form
 from ._spec import (
@@ -228,14 +227,14 @@ def _auto_form_jvp(spec, primals, tangents):
     out = auto_form(y, w, spec)
     zero = jax.custom_derivatives.SymbolicZero
     names = [auto_method(spec, y.shape, w.shape, platform="cpu", derivatives=d) for d in ("input", "kernel")]
+    d_in, d_kernel = (_named_form(name, spec) for name in names)
     if names[0] == names[1] and not isinstance(ty, zero) and not isinstance(tw, zero):  # one form: trace it once
-        return out, jax.jvp(_named_form(names[0], spec), primals, tangents)[1]
-    terms = []
-    if not isinstance(ty, zero):
-        terms.append(jax.jvp(lambda y: _named_form(names[0], spec)(y, w), (y,), (ty,))[1])
-    if not isinstance(tw, zero):
-        terms.append(jax.jvp(lambda w: _named_form(names[1], spec)(y, w), (w,), (tw,))[1])
-    return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+        return out, jax.jvp(d_in, primals, tangents)[1]
+    return out, bilinear_tangent(
+        out,
+        (lambda ty: jax.jvp(lambda y: d_in(y, w), (y,), (ty,))[1], ty),
+        (lambda tw: jax.jvp(lambda w: d_kernel(y, w), (w,), (tw,))[1], tw),
+    )
 
 
 def _named_form(name: str, spec: Spec):

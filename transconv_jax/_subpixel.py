@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._conv import pad_spatial, regroup_kernel
+from ._conv import bilinear_tangent, pad_spatial, regroup_kernel
 from ._shuffle import interleave
 from ._spec import Spec, accumulation_dtype, lax_layout, transpose_spatial
 
@@ -302,12 +302,9 @@ def _phase_conv_jvp(conv, primals, tangents):
     x, w = primals
     tx, tw = tangents
     out = phase_conv(x, w, conv)
-    zero = jax.custom_derivatives.SymbolicZero
     small = _im2col_fits(x, w)
     dx = (lambda tx: _tap_matmuls(tx, w, conv)) if small else (lambda tx: _valid_conv(tx, w, conv, None))
-    terms = [] if isinstance(tx, zero) else [dx(tx).astype(out.dtype)]
-    terms += [] if isinstance(tw, zero) else [_tap_matmuls(x, tw, conv).astype(out.dtype)]
-    return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+    return out, bilinear_tangent(out, (dx, tx), (lambda tw: _tap_matmuls(x, tw, conv), tw))
 
 
 _SCAN_BYTES = 32 * 2**20  # windows of more bytes than this run one tap at a time, in a scan
