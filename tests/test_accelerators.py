@@ -22,6 +22,8 @@ CONFIGS = {
     "strided dilated grouped": Config(2, 4, 3, 2, (4, 5), (3, 2), (2, 3), (1, 0), (1, 2), (1, 2)),
     "stride 1": Config(1, 2, 3, 1, (5,), (3,), (1,), (1,), (0,), (1,)),
     "3-D k3 s2 op1": Config(1, 2, 2, 1, (2, 3, 2), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1)),
+    # >= 64 channels: auto takes the vjp form's input gradient and subpixel's kernel gradient
+    "DCGAN 64 ch, mixed gradients": Config(1, 64, 64, 1, (3, 3), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),
 }
 
 
