@@ -61,3 +61,10 @@ def test_profile_layer_lists_the_compiled_ops_with_their_shapes():
     out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--top", "4"]).stdout
     rows = [line for line in out.splitlines()[1:] if line.strip()]
     assert 1 <= len(rows) <= 4 and any("f32[" in row for row in rows), out
+
+
+def test_col2im_transpose_quick_times_both_variants():
+    out = _run([sys.executable, "benchmarks/col2im_transpose.py", "--quick"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and all(row.endswith("| by tap |") for row in rows), out
+    assert "load average" in out

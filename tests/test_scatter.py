@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, configs, torch_conv_transpose
 
 import transconv_jax as tc
-from transconv_jax._scatter import conv_transpose_scatter_form
+from transconv_jax._scatter import conv_transpose_scatter_form, transposes_by_axis
 from transconv_jax._spec import conv_transpose_spec
 
 GRID = [
@@ -20,6 +20,9 @@ GRID = [
     Config(1, 2, 2, 1, (3,), (5,), (1,), (3,), (0,), (1,)),  # tap 0 is cropped away entirely
     Config(2, 2, 1, 1, (3, 2), (1, 2), (3, 4), (0, 0), (2, 3), (1, 1)),  # kernel < stride: some phases get no tap
     Config(1, 3, 2, 3, (2, 2), (3, 2), (2, 3), (2, 0), (1, 2), (3, 2)),  # groups, stride and dilation together
+    # im2col axis by axis in the backward (`transposes_by_axis`), with dilation, and the crop removing taps 0-2 of axis 0
+    Config(1, 2, 2, 1, (1, 4), (7, 6), (3, 2), (5, 1), (0, 1), (2, 1)),
+    Config(2, 4, 1, 2, (2, 3, 2), (3, 3, 4), (2, 1, 3), (1, 0, 2), (1, 0, 0), (1, 2, 1)),  # ... 3-D, groups
 ]
 
 
@@ -52,31 +55,57 @@ def test_random_configs_match_vjp_form(cfg):
 
 
 def _primitive_counts(cfg, scale):
-    """How often the scatter form's program, and that of its vjp, use a dot, a pad and a convolution."""
+    """How often the scatter form's program, and its backward alone, use a dot, a pad and a convolution
+    (counted into the custom_jvp's inner jaxprs)."""
     y, w = jnp.ones((cfg.batch * scale, cfg.c_in, *(n * scale for n in cfg.spatial))), jnp.ones(cfg.w_shape)
     kw = cfg.kwargs
     args = (None, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"], kw["dilation"], None, None, None)
     spec, _ = conv_transpose_spec(y, w, *args)
     form = lambda y, w: conv_transpose_scatter_form(y, w, spec)  # noqa: E731
-    backward = lambda y, w: jax.vjp(form, y, w)[1](form(y, w))  # noqa: E731
+    out, backward = jax.vjp(form, y, w)
     counts = []
-    for fn in (form, backward):
-        eqns = jax.make_jaxpr(fn)(y, w).jaxpr.eqns
+    for jaxpr in (jax.make_jaxpr(form)(y, w).jaxpr, jax.make_jaxpr(backward)(out).jaxpr):
+        eqns = list(_equations(jaxpr))
         pads = [e.params["padding_config"] for e in eqns if e.primitive.name == "pad"]
         assert all(interior == 0 for config in pads for _, _, interior in config), "a zero-inserting pad"
         names = [e.primitive.name for e in eqns]
-        counts.append(tuple(names.count(p) for p in ("dot_general", "pad", "conv_general_dilated")))
+        counts.append((names.count("dot_general"), names.count("pad"), names.count("conv_general_dilated")))
     return counts
 
 
-@pytest.mark.parametrize("cfg", [GRID[2], GRID[5], GRID[7]], ids=str)
+def _equations(jaxpr):
+    for e in jaxpr.eqns:
+        yield e
+        for sub in jax.extend.core.jaxprs_in_params(e.params):
+            yield from _equations(sub)
+
+
+@pytest.mark.parametrize("cfg", [GRID[2], GRID[5], GRID[7], oracle.GRID[8], GRID[-1]], ids=str)
 def test_loops_over_taps_only(cfg):
-    """One dot and one pad per kernel tap, no convolution (so no lhs_dilation) and no interior
-    padding, forward and backward: the same program for any batch and spatial size."""
+    """Forward: one dot, and one pad per kernel tap (XLA fuses them into one pass); no convolution
+    (so no lhs_dilation) and no interior padding. Backward: two dots, and im2col of the cotangent
+    as one slice per tap, or, where `transposes_by_axis`, per tap of each axis (`sum(kernel)`, not
+    `prod(kernel)`), plus the crop of the interleave. The same program for any batch and spatial size."""
     small, large = _primitive_counts(cfg, 1), _primitive_counts(cfg, 3)
     assert small == large
-    assert small[0] == (1, math.prod(cfg.kernel), 0)
-    assert small[1][2] == 0
+    assert small[0][0] == 1 and small[0][2] == 0
+    assert small[0][1] <= math.prod(cfg.kernel) + 1
+    by_axis = math.prod(cfg.kernel) >= 3 * sum(cfg.kernel)  # `transposes_by_axis`: 3-D k3, FCN-8s's k16
+    taps = sum(cfg.kernel) if by_axis else math.prod(cfg.kernel)
+    assert small[1][0] == 2 and small[1][2] == 0
+    assert small[1][1] <= taps + 1
+
+
+def test_by_axis_tangent_is_the_same_map():
+    """The tangent of `_col2im` (col2im axis by axis: forward mode, and transposed, the backward)
+    against PyTorch: jvp in both arguments equals `torch(ty, w) + torch(y, tw)`."""
+    cfg = GRID[-2]
+    assert transposes_by_axis(cfg.kernel)
+    y, w = cfg.arrays(1)
+    ty, tw = cfg.arrays(2)
+    f = jax.jit(lambda y, w: tc.conv_transpose_scatter(y, w, **cfg.kwargs))
+    _, tangent = jax.jvp(f, (jnp.asarray(y), jnp.asarray(w)), (jnp.asarray(ty), jnp.asarray(tw)))
+    assert_close(tangent, torch_conv_transpose(ty, w, cfg) + torch_conv_transpose(y, tw, cfg))
 
 
 def test_tutorial_picture():

@@ -26,7 +26,9 @@ fallback and Caffe's Deconvolution layer compute it: a GEMM, then col2im.
 Python loops run over kernel taps only (static), never over pixels or batch; nothing multiplies
 an inserted zero, and no `lhs_dilation` is lowered (so XLA:CPU's strided-dilated abort cannot
 occur). Autodiff gives the im2col backward: the cotangent split into phases, one contiguous
-slice per tap, concatenated, then two GEMMs.
+slice per tap, concatenated, then two GEMMs. For kernels with many taps (`transposes_by_axis`:
+3-D k3, FCN-8s's k16) the slices are taken axis by axis instead, `sum(kernel)` of them rather
+than `prod(kernel)`, each a compiled op of its own (`col2im_by_axis`, the tangent of `_col2im`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._conv import accumulate, pad_spatial
-from ._shuffle import interleave
+from ._shuffle import interleave, reshape
 from ._spec import Spec, accumulation_dtype, transpose_spatial
 
 _SPATIAL = "stu"  # einsum letters of the spatial axes, up to 3-D
@@ -65,31 +67,30 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
         >>> conv_transpose_scatter_form(jnp.array([[[1.0, 10.0]]]), jnp.array([[[1.0, 2.0, 3.0]]]), spec)
         Array([[[ 1.,  2., 13., 20., 30.]]], dtype=float32)
     """
-    kernel = w.shape[2:]
-    out_spatial = transpose_spatial(y.shape[2:], kernel, spec)
-    blocks = tuple(-(-t // s) for t, s in zip(out_spatial, spec.stride, strict=True))
-    cols = _columns(y, w, spec)
-    phases = {}
-    for col, tap in zip(cols, _taps(kernel), strict=True):
-        placed = _place(col, tap, spec, blocks)
-        if placed is not None:
-            phase, part = placed
-            phases[phase] = phases[phase] + part if phase in phases else part
-    zeros = jnp.zeros((w.shape[1] * spec.groups, y.shape[0], *blocks), cols[0].dtype)
-    return _interleave(phases, zeros, spec, out_spatial)
+    out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
+    col2im = _col2im if transposes_by_axis(w.shape[2:]) else col2im_by_tap
+    return col2im(_columns(y, w, spec), spec, out_spatial)
+
+
+def transposes_by_axis(kernel: tuple[int, ...]) -> bool:
+    """Whether the backward's im2col is taken axis by axis (`_col2im`): when the kernel has at least
+    three times as many taps as it has taps per axis, summed (3-D k3: 27 against 9; FCN-8s's 2-D
+    k16: 256 against 32). There it cut the compiled ops and the backward's time; with fewer
+    taps (2-D k3 and k4, 3-D k2) its extra passes cost more than they save
+    (`benchmarks/col2im_transpose.py`; BENCHMARKS.md)."""
+    return math.prod(kernel) >= 3 * sum(kernel)
 
 
 def _einsum(subscripts: str, a, b, acc, *, precision):
     return jnp.einsum(subscripts, a, b, precision=precision, preferred_element_type=acc)
 
 
-def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
-    """The GEMM: one `(C_out, N, *spatial)` array per kernel tap, in row-major tap order.
+def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
+    """The GEMM: `(C_out, *kernel, N, *spatial)`, every input element times every kernel tap.
 
     One einsum over `C_in / g` with the group as a batch axis, in the order the matrix product
     writes it (channels first: moving `N` to the front is left to the interleave's transpose,
-    which moves the smaller output), then `lax.split` along the taps (not indexing: the
-    transpose of a split is one concatenate, that of an index a pad per tap).
+    which moves the smaller output).
     """
     n, c_in, *spatial = y.shape
     _, c_out_g, *kernel = w.shape
@@ -99,30 +100,90 @@ def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> list[jax.Array]:
     wg = w.reshape(g, c_in // g, c_out_g, taps)
     product = functools.partial(_einsum, f"gcok,ngc{s}->gokn{s}", precision=spec.precision)
     cols = accumulate(product, wg, yg, accumulation_dtype(y.dtype, spec.preferred_element_type))
-    cols = cols.reshape(g * c_out_g, taps, n, *spatial)
-    return [c.reshape(g * c_out_g, n, *spatial) for c in lax.split(cols, (1,) * taps, axis=1)]
+    nd = spec.ndim
+    return reshape(cols, (g * c_out_g, *kernel, n, *spatial), (0, *(None,) * nd, 3, *range(4, 4 + nd)))
 
 
-def _place(col: jax.Array, tap: tuple[int, ...], spec: Spec, blocks: tuple[int, ...]):
-    """The output phase `r` that one tap's columns land in and the columns padded (or cropped) into it;
-    None if the crop (`padding`) removes all of them."""
-    offsets = [
-        divmod(d * t - lo, s) for t, s, d, (lo, _) in zip(tap, spec.stride, spec.dilation, spec.padding, strict=True)
-    ]
-    if any(q >= b or q + n <= 0 for (q, _), b, n in zip(offsets, blocks, col.shape[2:], strict=True)):
+def col2im_by_tap(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+    """col2im: each tap of `cols` (`(C, *kernel, N, *spatial)`) padded into its output phase, the phases
+    interleaved. XLA fuses the pads, one per kernel tap, into the one pass that writes the output;
+    its transpose, the backward's im2col of the cotangent, is one slice per tap, each its own op."""
+    blocks = _blocks(spec, out_spatial)
+    kernel = cols.shape[1 : 1 + spec.ndim]
+    nd = spec.ndim
+    flat = reshape(
+        cols, (cols.shape[0], math.prod(kernel), *cols.shape[1 + nd :]), (0, None, *range(1 + nd, 2 + 2 * nd))
+    )
+    phases = {}
+    for col, tap in zip(lax.split(flat, (1,) * flat.shape[1], axis=1), itertools.product(*map(range, kernel))):
+        placed = [_place(t, axis, spec, n, b) for axis, (t, n, b) in enumerate(zip(tap, col.shape[3:], blocks))]
+        if None not in placed:
+            part = lax.pad(col, jnp.zeros((), col.dtype), [(0, 0, 0)] * 3 + [pad for _, pad in placed])
+            r = tuple(r for r, _ in placed)
+            phases[r] = phases[r] + part if r in phases else part
+    zeros = jnp.zeros((cols.shape[0], 1, cols.shape[1 + spec.ndim], *blocks), cols.dtype)
+    stacked = jnp.concatenate([phases.get(r, zeros) for r in itertools.product(*map(range, spec.stride))], axis=1)
+    return _interleave(stacked, spec, out_spatial)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _col2im(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+    """`col2im_by_tap`, whose tangent is `col2im_by_axis`: the same linear map, so reverse mode
+    takes the im2col of the cotangent axis by axis (`sum(kernel)` slices in one pass per axis)
+    instead of one slice per tap, while the forward keeps the one fused pass."""
+    return col2im_by_tap(cols, spec, out_spatial)
+
+
+@_col2im.defjvp
+def _col2im_jvp(spec, out_spatial, primals, tangents):
+    return _col2im(*primals, spec, out_spatial), col2im_by_axis(*tangents, spec, out_spatial)
+
+
+def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+    """`col2im_by_tap` one spatial axis at a time: per axis, its tap axis becomes its phase axis.
+
+    `cols` is `(C, *lead, k, *rest, N, *rows)` at the pass over an axis, where the axes before it
+    are already phases: the taps of this axis are padded along its rows into their phases and
+    added, and the phases are concatenated where the taps were. Each pass materializes its
+    result, so as a forward this is slower than `col2im_by_tap`'s one fused pass; its transpose can
+    be the cheaper one (`transposes_by_axis`).
+    """
+    blocks = _blocks(spec, out_spatial)
+    for axis, b in reversed(list(enumerate(blocks))):  # the transpose's last pass is the major axis's
+        tap_axis, row_axis = 1 + axis, 2 + spec.ndim + axis
+        phases = {}
+        for t, col in enumerate(lax.split(cols, (1,) * cols.shape[tap_axis], axis=tap_axis)):
+            placed = _place(t, axis, spec, cols.shape[row_axis], b)
+            if placed is not None:
+                pads = [(0, 0, 0)] * col.ndim
+                r, pads[row_axis] = placed
+                part = lax.pad(col, jnp.zeros((), col.dtype), pads)
+                phases[r] = phases[r] + part if r in phases else part
+        shape = list(cols.shape)
+        shape[tap_axis], shape[row_axis] = 1, b
+        zeros = jnp.zeros(shape, cols.dtype)
+        cols = jnp.concatenate([phases.get(r, zeros) for r in range(spec.stride[axis])], axis=tap_axis)
+    flat = (cols.shape[0], math.prod(spec.stride), *cols.shape[1 + spec.ndim :])
+    return _interleave(reshape(cols, flat, (0, None, *range(1 + spec.ndim, 2 + 2 * spec.ndim))), spec, out_spatial)
+
+
+def _blocks(spec: Spec, out_spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """Rows per output phase on each axis: `ceil(out / s)`."""
+    return tuple(-(-n // s) for n, s in zip(out_spatial, spec.stride, strict=True))
+
+
+def _place(t: int, axis: int, spec: Spec, n: int, blocks: int):
+    """The output phase `r` of tap `t` on `axis` and the `(low, high, 0)` pad of its `n` rows into the
+    phase's `blocks` rows (negative where `padding` crops them); None if the crop removes them all."""
+    q, r = divmod(spec.dilation[axis] * t - spec.padding[axis][0], spec.stride[axis])
+    if q >= blocks or q + n <= 0:
         return None
-    pads = [(q, b - q - n) for (q, _), b, n in zip(offsets, blocks, col.shape[2:], strict=True)]
-    return tuple(r for _, r in offsets), pad_spatial(col, pads)
+    return r, (q, blocks - q - n, 0)
 
 
-def _interleave(phases: dict, zeros: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+def _interleave(phases: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
     """Row `q * s + r` of the output is row `q` of phase `r`, and `(C, N)` becomes `(N, C)`; then the
-    rows past the output (when `s` does not divide it) are cut. `zeros` fill the phases no tap reaches."""
-    stacked = jnp.stack([phases.get(r, zeros) for r in _taps(spec.stride)], axis=-1)
-    full = interleave(stacked, "CN" + "X" * spec.ndim + "P", spec.stride)
-    return pad_spatial(full, [(0, n - size) for size, n in zip(full.shape[2:], out_spatial, strict=True)])
-
-
-def _taps(shape: tuple[int, ...]):
-    """Every index of `shape` in row-major order: the kernel taps of `w.reshape(..., -1)`, or the phases."""
-    return itertools.product(*(range(k) for k in shape))
+    rows past the output (when `s` does not divide it) are cut. `phases` is `(C, P, N, *blocks)`, the
+    `P = prod(stride)` phases in row-major order."""
+    full = interleave(phases, "CPN" + "X" * spec.ndim, spec.stride)
+    return pad_spatial(full, [(0, want - size) for size, want in zip(full.shape[2:], out_spatial, strict=True)])

@@ -1,0 +1,93 @@
+"""The scatter form's backward im2col, one slice per tap or axis by axis: fwd+bwd time, compile time, ops.
+
+Run: PYTHONPATH=. .venv/bin/python benchmarks/col2im_transpose.py [--rounds 9] [--only NAME] [--quick]
+
+The scatter form's forward writes its output in one fused pass of one pad per kernel tap
+(`_scatter.col2im_by_tap`); reverse mode transposes it into one slice per tap, each compiled on
+its own. `_scatter._col2im` keeps that forward but takes its tangent, hence its transpose, axis by
+axis (`col2im_by_axis`: `sum(kernel)` slices). `transposes_by_axis(kernel)` picks between them;
+this script measures both on every layer of the suite, the same GEMM before them:
+
+- fwd+bwd (value and both gradients, real upstream gradient), compiled ahead of time, medians of
+  interleaved rounds, each variant checked against the other first;
+- compile time of that fwd+bwd from a cold cache, and its compiled ops (`suite.compiled_kernels`);
+- which one the library takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
+
+from transconv_jax._scatter import _col2im, _columns, col2im_by_tap, transposes_by_axis  # noqa: E402
+from transconv_jax._spec import transpose_spatial  # noqa: E402
+
+VARIANTS = {"by tap": col2im_by_tap, "by axis": _col2im}
+
+
+def scatter(layer: suite.Layer, col2im):
+    """The scatter form on canonical `(N, C, *spatial)` arrays with the given col2im."""
+    spec = suite.layer_spec(layer)
+    out_spatial = transpose_spatial(layer.spatial, (layer.kernel,) * layer.ndim, spec)
+    return lambda y, w: col2im(_columns(y, w, spec), spec, out_spatial)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--only", help="layers whose name starts with this")
+    parser.add_argument("--quick", action="store_true", help="the tiny layers, 2 rounds (a smoke test)")
+    args = parser.parse_args(argv)
+    layers = suite.TINY if args.quick else suite.LAYERS
+    layers = [la for la in layers if not args.only or la.name.startswith(args.only)]
+    rounds = 2 if args.quick else args.rounds
+    load = suite.Load()
+    print(f"jax {jax.__version__}, {os.cpu_count()} cores, {rounds} interleaved rounds; fwd+bwd median ms")
+    print("| layer | kernel taps / per axis | by tap ms | by axis ms | by axis / by tap | compile s (by tap, by axis) "
+          "| ops (by tap, by axis) | library |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for layer in layers:
+        arrays = tuple(jnp.asarray(a) for a in layer.arrays())
+        compiled, compile_s, ops = {}, {}, {}
+        for name, col2im in VARIANTS.items():
+            f = scatter(layer, col2im)
+            fb = jax.jit(lambda y, w, g, f=f: (lambda out, vjp: (out, *vjp(g)))(*jax.vjp(f, y, w)))
+            jax.clear_caches()
+            start = time.perf_counter()
+            compiled[name] = fb.lower(*arrays).compile()
+            compile_s[name] = time.perf_counter() - start
+            ops[name] = suite.compiled_kernels(compiled[name].as_text())
+        results = [compiled[name](*arrays) for name in VARIANTS]
+        for a, b in zip(*results, strict=True):
+            err = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
+            if err > 1e-5:
+                raise AssertionError(f"{layer.name}: the two col2im transposes differ by {err:.1e}")
+        times = {name: [] for name in VARIANTS}
+        for _ in range(rounds):
+            for name, fn in compiled.items():
+                start = time.perf_counter()
+                jax.block_until_ready(fn(*arrays))
+                times[name].append(time.perf_counter() - start)
+            load.sample()
+        tap, axis = (statistics.median(times[name]) * 1e3 for name in VARIANTS)
+        kernel = (layer.kernel,) * layer.ndim
+        library = "by axis" if transposes_by_axis(kernel) else "by tap"
+        print(f"| {layer.name} | {np.prod(kernel)} / {sum(kernel)} | {tap:.3g} | {axis:.3g} | {axis / tap:.2f}x "
+              f"| {compile_s['by tap']:.2f}, {compile_s['by axis']:.2f} | {ops['by tap']}, {ops['by axis']} "
+              f"| {library} |", flush=True)  # fmt: skip
+    print()
+    print(load.finish().describe())
+
+
+if __name__ == "__main__":
+    main()
