@@ -1,8 +1,9 @@
 """Which form computes each gradient fastest: the input gradient and the kernel gradient, apart.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/derivatives.py [--rounds 7] [--only NAME] [--quick]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/derivatives.py [--rounds 7] [--only NAME] [--quick] [--generator]
 
-For every layer of the decoder suite (`suite.LAYERS`):
+For every layer of the decoder suite (`suite.LAYERS`; with `--generator`, the five layers of the
+bench's DCGAN generator, `suite.GENERATOR`):
 
 1. each form's input gradient (`vjp(lambda y: f(y, w))`) and kernel gradient
    (`vjp(lambda w: f(y, w))`), with a real upstream gradient passed as an argument, compiled
@@ -113,8 +114,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--only", help="layers whose name starts with this")
     parser.add_argument("--quick", action="store_true", help="the tiny layers, 2 rounds (a smoke test)")
+    parser.add_argument("--generator", action="store_true", help="the DCGAN generator's layers")
     args = parser.parse_args(argv)
-    layers = suite.TINY if args.quick else suite.LAYERS
+    layers = suite.TINY if args.quick else suite.GENERATOR if args.generator else suite.LAYERS
     layers = [la for la in layers if not args.only or la.name.startswith(args.only)]
     rounds = 2 if args.quick else args.rounds
     load = suite.Load()

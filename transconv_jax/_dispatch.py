@@ -10,7 +10,7 @@ from jax.typing import ArrayLike
 
 from ._conv import add_bias, as_array, bilinear_tangent
 from ._matmul import conv_transpose_matmul_form
-from ._scatter import conv_transpose_scatter_form
+from ._scatter import conv_transpose_scatter_form, one_element
 from ._spec import (
     DType,
     IntOrSequence,
@@ -130,20 +130,23 @@ def auto_method(
 
     1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv and im2col GEMMs for both
        gradients; the others are several times slower);
-    2. stride 1 on every axis: 'scatter' for the forward (a GEMM and shifted adds; XLA:CPU's
+    2. one input element per example, no dilation (`one_element`: a generator's first layer,
+       1x1 -> 4x4): 'scatter', which is then one GEMM and a transpose, forward and both gradients;
+    3. stride 1 on every axis: 'scatter' for the forward (a GEMM and shifted adds; XLA:CPU's
        convolutions on two threads reach a fraction of the GEMM rate). Both gradients: 'subpixel'
        (im2col GEMMs) without dilation, 'vjp' (the convolutions `jax.lax` runs) with it;
-    3. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
+    4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
-    4. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
+    5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
        'subpixel', one stride-1 conv, and its im2col kernel gradient. The input gradient is the
-       'vjp' form's (one strided convolution of the cotangent) when both channel counts are at
-       least 64, where XLA:CPU's convolution beats im2col; otherwise (FCN-8s's 21) subpixel's;
-    5. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase. (Its
+       'vjp' form's (one strided convolution of the cotangent, writing `C_in` channels) when
+       `C_in` is at least 64, where XLA:CPU's convolution beats im2col (DCGAN, HiFi-GAN, and a
+       DCGAN generator's last layer, 64 -> 3 channels); otherwise (FCN-8s's 21) subpixel's;
+    6. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase. (Its
        gradients apart, the vjp form's input gradient was faster than scatter's, but not the
        fwd+bwd that mixed them: scatter's two gradients share the cotangent's columns.)
 
-    The input gradient of rule 4 is the one mixed choice: taking the input gradient from the
+    The input gradient of rule 5 is the one mixed choice: taking the input gradient from the
     form whose input gradient alone was fastest sped up fwd+bwd on the DCGAN and HiFi-GAN
     layers, but slowed down the k3 s2 U-Nets and the dilated stride-1 layer, where one form
     shares work between its two gradients (`benchmarks/derivatives.py`; BENCHMARKS.md).
@@ -175,6 +178,8 @@ def auto_method(
     kernel = w_shape[2:]
     if spec.groups > 1:
         return "subpixel"
+    if one_element(y_shape[2:], spec):
+        return "scatter"
     if max(spec.stride) == 1:
         if not derivatives:
             return "scatter"
@@ -183,7 +188,7 @@ def auto_method(
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):
         return "scatter"
-    strided_conv = derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64
+    strided_conv = derivatives == "input" and not xla_cpu_hazard(spec) and y_shape[1] >= 64
     return "vjp" if strided_conv else "subpixel"
 
 

@@ -68,8 +68,25 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
         Array([[[ 1.,  2., 13., 20., 30.]]], dtype=float32)
     """
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
+    cols = _columns(y, w, spec)
+    if one_element(y.shape[2:], spec):
+        return _tile(cols, spec)
     col2im = _col2im if transposes_by_axis(w.shape[2:]) else col2im_by_tap
-    return col2im(_columns(y, w, spec), spec, out_spatial)
+    return col2im(cols, spec, out_spatial)
+
+
+def one_element(spatial: tuple[int, ...], spec: Spec) -> bool:
+    """Whether the input has one element per example and channel, without dilation (a generator's first
+    layer, 1x1 -> 4x4): its taps then tile the full output, which is the GEMM's columns as they are."""
+    return all(n == 1 for n in spatial) and max(spec.dilation) == 1
+
+
+def _tile(cols: jax.Array, spec: Spec) -> jax.Array:
+    """col2im of a one-element input (`one_element`): the full output is the kernel, so `(C, *kernel, N, *ones)`
+    becomes `(N, C, *kernel)`, cropped by `padding` (extended with zeros where `high` is negative)."""
+    nd = spec.ndim
+    full = cols.reshape(cols.shape[: 2 + nd]).transpose(1 + nd, 0, *range(1, 1 + nd))
+    return pad_spatial(full, [(-lo, -hi) for lo, hi in spec.padding])
 
 
 def transposes_by_axis(kernel: tuple[int, ...]) -> bool:
