@@ -188,7 +188,7 @@ def auto_method(
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):
         return "scatter"
-    strided_conv = derivatives == "input" and not xla_cpu_hazard(spec) and y_shape[1] >= 64
+    strided_conv = derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64
     return "vjp" if strided_conv else "subpixel"
 
 

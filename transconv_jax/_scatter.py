@@ -135,12 +135,12 @@ def col2im_by_tap(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> 
     for col, tap in zip(lax.split(flat, (1,) * flat.shape[1], axis=1), itertools.product(*map(range, kernel))):
         placed = [_place(t, axis, spec, n, b) for axis, (t, n, b) in enumerate(zip(tap, col.shape[3:], blocks))]
         if None not in placed:
-            part = lax.pad(col, jnp.zeros((), col.dtype), [(0, 0, 0)] * 3 + [pad for _, pad in placed])
+            part = lax.pad(lax.squeeze(col, (1,)), jnp.zeros((), col.dtype), [(0, 0, 0)] * 2 + [p for _, p in placed])
             r = tuple(r for r, _ in placed)
             phases[r] = phases[r] + part if r in phases else part
-    zeros = jnp.zeros((cols.shape[0], 1, cols.shape[1 + spec.ndim], *blocks), cols.dtype)
-    stacked = jnp.concatenate([phases.get(r, zeros) for r in itertools.product(*map(range, spec.stride))], axis=1)
-    return _interleave(stacked, spec, out_spatial)
+    zeros = jnp.zeros((cols.shape[0], cols.shape[1 + nd], *blocks), cols.dtype)
+    stacked = jnp.stack([phases.get(r, zeros) for r in itertools.product(*map(range, spec.stride))], axis=-1)
+    return _interleave(stacked, "CN" + "X" * nd + "P", spec, out_spatial)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
@@ -181,7 +181,8 @@ def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) ->
         zeros = jnp.zeros(shape, cols.dtype)
         cols = jnp.concatenate([phases.get(r, zeros) for r in range(spec.stride[axis])], axis=tap_axis)
     flat = (cols.shape[0], math.prod(spec.stride), *cols.shape[1 + spec.ndim :])
-    return _interleave(reshape(cols, flat, (0, None, *range(1 + spec.ndim, 2 + 2 * spec.ndim))), spec, out_spatial)
+    flat = reshape(cols, flat, (0, None, *range(1 + spec.ndim, 2 + 2 * spec.ndim)))
+    return _interleave(flat, "CPN" + "X" * spec.ndim, spec, out_spatial)
 
 
 def _blocks(spec: Spec, out_spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -198,9 +199,9 @@ def _place(t: int, axis: int, spec: Spec, n: int, blocks: int):
     return r, (q, blocks - q - n, 0)
 
 
-def _interleave(phases: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+def _interleave(phases: jax.Array, layout: str, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
     """Row `q * s + r` of the output is row `q` of phase `r`, and `(C, N)` becomes `(N, C)`; then the
-    rows past the output (when `s` does not divide it) are cut. `phases` is `(C, P, N, *blocks)`, the
-    `P = prod(stride)` phases in row-major order."""
-    full = interleave(phases, "CPN" + "X" * spec.ndim, spec.stride)
+    rows past the output (when `s` does not divide it) are cut. `layout` names the axes of `phases`
+    as `interleave`'s does (`P`: the `prod(stride)` phases, row-major)."""
+    full = interleave(phases, layout, spec.stride)
     return pad_spatial(full, [(0, want - size) for size, want in zip(full.shape[2:], out_spatial, strict=True)])
