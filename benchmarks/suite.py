@@ -149,6 +149,7 @@ class Contender:
     fwd_bwd: Callable
     args: tuple
     compile_s: dict = dataclasses.field(default_factory=dict)  # "fwd", "fwd_bwd": seconds
+    compile_samples: list = dataclasses.field(default_factory=list)  # more cold fwd+bwd compiles (bench.py)
     kernels: int | None = None  # XLA's compiled fwd+bwd: ops that run code (fusions, convolutions, dots, ...)
     memory: dict = dataclasses.field(default_factory=dict)  # bytes: XLA's plan of one fwd+bwd
     sync: Callable = lambda out: jax.block_until_ready(out)
