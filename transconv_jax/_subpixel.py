@@ -168,17 +168,41 @@ def _per_phase(y: jax.Array, w: jax.Array, axes, spec: Spec) -> jax.Array:
 def _phase_taps(w: jax.Array, axis_plan: Axis, axis: int) -> jax.Array:
     """Kernel axis `axis` (size `k`) as `(s, taps)`: the taps of every phase, flipped.
 
-    One `take_taps` per phase, stacked; with more than two phases, where phase `r`'s taps are
-    `r, r + s, ...` (no dilation), a reshape to `(k / s, s)`, a reverse and a swap instead, which
-    XLA compiles as one copy (fewer ops to compile on FCN-8s's 8 phases per axis). With two
-    phases the stack stays: the reshape raised XLA's temp buffers on the memory layer of
-    BENCHMARKS.md (both measured there).
+    One `take_taps` per phase, stacked; where phase `r`'s taps are `r, r + s, ...` (no dilation),
+    a reshape to `(k / s, s)`, a reverse and a swap instead, which XLA compiles as one copy (fewer
+    ops to compile on FCN-8s's 8 phases per axis). With two phases the forward keeps the stack
+    (the reshape raised XLA's temp buffers on the memory layer of BENCHMARKS.md, both measured
+    there) and only its tangent is the reshape, so the kernel gradient puts the taps back in one
+    copy instead of one pad per phase and axis (2 fewer compiled ops on DCGAN's k4 s2).
     """
     s, k = len(axis_plan.phases), w.shape[axis]
-    if s > 2 and all(p.taps == tuple(range(r, k, s))[::-1] for r, p in enumerate(axis_plan.phases)):
-        w = lax.rev(w.reshape(*w.shape[:axis], k // s, s, *w.shape[axis + 1 :]), (axis,))
-        return jnp.swapaxes(w, axis, axis + 1)
+    if not all(p.taps == tuple(range(r, k, s))[::-1] for r, p in enumerate(axis_plan.phases)):
+        return _stacked_taps(w, axis_plan, axis)
+    if s > 2:
+        return _reshaped_taps(w, s, axis)
+    return _stacked_taps_reshaped_tangent(w, axis_plan, axis)
+
+
+def _stacked_taps(w: jax.Array, axis_plan: Axis, axis: int) -> jax.Array:
     return jnp.stack([take_taps(w, p.taps, axis) for p in axis_plan.phases], axis=axis)
+
+
+def _reshaped_taps(w: jax.Array, s: int, axis: int) -> jax.Array:
+    w = lax.rev(w.reshape(*w.shape[:axis], w.shape[axis] // s, s, *w.shape[axis + 1 :]), (axis,))
+    return jnp.swapaxes(w, axis, axis + 1)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _stacked_taps_reshaped_tangent(w: jax.Array, axis_plan: Axis, axis: int) -> jax.Array:
+    """`_stacked_taps`, whose tangent is `_reshaped_taps`, the same permutation of the kernel: the
+    kernel gradient then gathers the phases' taps back in one copy, not one pad per phase."""
+    return _stacked_taps(w, axis_plan, axis)
+
+
+@_stacked_taps_reshaped_tangent.defjvp
+def _stacked_taps_jvp(axis_plan, axis, primals, tangents):
+    out = _stacked_taps_reshaped_tangent(*primals, axis_plan, axis)
+    return out, _reshaped_taps(*tangents, len(axis_plan.phases), axis)
 
 
 def take_taps(w: jax.Array, taps: tuple[int, ...], axis: int) -> jax.Array:
