@@ -5,7 +5,7 @@ Run: PYTHONPATH=. .venv/bin/python benchmarks/col2im_transpose.py [--rounds 9] [
 The scatter form's forward writes its output in one fused pass of one pad per kernel tap
 (`_scatter.col2im_by_tap`); reverse mode transposes it into one slice per tap, each compiled on
 its own. `_scatter._col2im` keeps that forward but takes its tangent, hence its transpose, axis by
-axis (`col2im_by_axis`: `sum(kernel)` slices). `transposes_by_axis(kernel)` picks between them;
+axis (`col2im_by_axis`: `sum(kernel)` slices). `transposes_by_axis` picks between them;
 this script measures both on every layer of the suite, the same GEMM before them:
 
 - fwd+bwd (value and both gradients, real upstream gradient), compiled ahead of time, medians of
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
             load.sample()
         tap, axis = (statistics.median(times[name]) * 1e3 for name in VARIANTS)
         kernel = (layer.kernel,) * layer.ndim
-        library = "by axis" if transposes_by_axis(kernel) else "by tap"
+        library = "by axis" if transposes_by_axis(kernel, (layer.stride,) * layer.ndim) else "by tap"
         print(f"| {layer.name} | {np.prod(kernel)} / {sum(kernel)} | {tap:.3g} | {axis:.3g} | {axis / tap:.2f}x "
               f"| {compile_s['by tap']:.2f}, {compile_s['by axis']:.2f} | {ops['by tap']}, {ops['by axis']} "
               f"| {library} |", flush=True)  # fmt: skip

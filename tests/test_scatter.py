@@ -95,7 +95,8 @@ def test_loops_over_taps_only(cfg):
     assert small == large
     assert small[0][0] == 1 and small[0][2] == 0
     assert small[0][1] <= math.prod(cfg.kernel) + 1
-    by_axis = math.prod(cfg.kernel) >= 3 * sum(cfg.kernel)  # `transposes_by_axis`: 3-D k3, FCN-8s's k16
+    uneven = any(s > 1 and k % s for k, s in zip(cfg.kernel, cfg.stride))  # `transposes_by_axis`: k3 s2
+    by_axis = uneven or math.prod(cfg.kernel) >= 3 * sum(cfg.kernel)  # ... 3-D k3, FCN-8s's k16
     taps = sum(cfg.kernel) if by_axis else math.prod(cfg.kernel)
     assert small[1][0] == 2 and small[1][2] == 0
     assert small[1][1] <= taps + 1
@@ -105,7 +106,7 @@ def test_by_axis_tangent_is_the_same_map():
     """The tangent of `_col2im` (col2im axis by axis: forward mode, and transposed, the backward)
     against PyTorch: jvp in both arguments equals `torch(ty, w) + torch(y, tw)`."""
     cfg = GRID[-5]
-    assert transposes_by_axis(cfg.kernel)
+    assert transposes_by_axis(cfg.kernel, cfg.stride)
     y, w = cfg.arrays(1)
     ty, tw = cfg.arrays(2)
     f = jax.jit(lambda y, w: tc.conv_transpose_scatter(y, w, **cfg.kwargs))

@@ -26,9 +26,10 @@ fallback and Caffe's Deconvolution layer compute it: a GEMM, then col2im.
 Python loops run over kernel taps only (static), never over pixels or batch; nothing multiplies
 an inserted zero, and no `lhs_dilation` is lowered (so XLA:CPU's strided-dilated abort cannot
 occur). Autodiff gives the im2col backward: the cotangent split into phases, one contiguous
-slice per tap, concatenated, then two GEMMs. For kernels with many taps (`transposes_by_axis`:
-3-D k3, FCN-8s's k16) the slices are taken axis by axis instead, `sum(kernel)` of them rather
-than `prod(kernel)`, each a compiled op of its own (`col2im_by_axis`, the tangent of `_col2im`).
+slice per tap, concatenated, then two GEMMs. Where it measured faster or compiled fewer ops
+(`transposes_by_axis`: 3-D k3, FCN-8s's k16, k3 s2) the slices are taken axis by axis instead,
+`sum(kernel)` of them rather than `prod(kernel)`, each a compiled op of its own
+(`col2im_by_axis`, the tangent of `_col2im`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     cols = _columns(y, w, spec)
     if one_element(y.shape[2:], spec):
         return _tile(cols, spec)
-    col2im = _col2im if transposes_by_axis(w.shape[2:]) else col2im_by_tap
+    col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride) else col2im_by_tap
     return col2im(cols, spec, out_spatial)
 
 
@@ -89,13 +90,15 @@ def _tile(cols: jax.Array, spec: Spec) -> jax.Array:
     return pad_spatial(full, [(-lo, -hi) for lo, hi in spec.padding])
 
 
-def transposes_by_axis(kernel: tuple[int, ...]) -> bool:
-    """Whether the backward's im2col is taken axis by axis (`_col2im`): when the kernel has at least
-    three times as many taps as it has taps per axis, summed (3-D k3: 27 against 9; FCN-8s's 2-D
-    k16: 256 against 32). There it cut the compiled ops and the backward's time; with fewer
-    taps (2-D k3 and k4, 3-D k2) its extra passes cost more than they save
-    (`benchmarks/col2im_transpose.py`; BENCHMARKS.md)."""
-    return math.prod(kernel) >= 3 * sum(kernel)
+def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    """Whether the backward's im2col is taken axis by axis (`_col2im`), a rule measured by
+    `benchmarks/col2im_transpose.py` (BENCHMARKS.md): when the kernel has at least three times as
+    many taps as taps per axis, summed (3-D k3: 27 against 9; FCN-8s's 2-D k16: 256 against 32),
+    it cut the compiled ops and kept or cut the time; so it did where a strided axis's phases
+    have unequal taps (`k % s != 0`, the k3 s2 U-Nets). With equal phases (DCGAN's k4 s2) or
+    stride 1 its extra passes cost more than they save."""
+    uneven = any(s > 1 and k % s for k, s in zip(kernel, stride, strict=True))
+    return uneven or math.prod(kernel) >= 3 * sum(kernel)
 
 
 def _einsum(subscripts: str, a, b, acc, *, precision):
