@@ -94,9 +94,10 @@ def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...]) -> bool
     """Whether the backward's im2col is taken axis by axis (`_col2im`), a rule measured by
     `benchmarks/col2im_transpose.py` (BENCHMARKS.md): when the kernel has at least three times as
     many taps as taps per axis, summed (3-D k3: 27 against 9; FCN-8s's 2-D k16: 256 against 32),
-    it cut the compiled ops and kept or cut the time; so it did where a strided axis's phases
-    have unequal taps (`k % s != 0`, the k3 s2 U-Nets). With equal phases (DCGAN's k4 s2) or
-    stride 1 its extra passes cost more than they save."""
+    it cut the compiled ops and the compile time, in about the same run time; where a strided
+    axis's phases have unequal taps (`k % s != 0`, the k3 s2 U-Nets) it compiles fewer ops in
+    the same time, a tie. With equal phases (DCGAN's k4 s2) its extra passes cost more than
+    they save."""
     uneven = any(s > 1 and k % s for k, s in zip(kernel, stride, strict=True))
     return uneven or math.prod(kernel) >= 3 * sum(kernel)
 
