@@ -1,12 +1,17 @@
 """Where one contender's time goes on one layer: XLA:CPU's own ops, from a `jax.profiler` trace.
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" [--method auto] [--fwd] [--top 12]
+     PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" --compile
 
 Compiles the contender's forward+backward (or forward, `--fwd`) on the layer of `suite.LAYERS`
 whose name starts with the argument, runs it `--calls` times under `jax.profiler.trace`, and
 prints the ops of the compiled program (XLA's fusions, named as in `compiled.as_text()`) by
 their mean wall time per call, with the shape each writes. `--method jax.lax` profiles the
 `jax.lax.conv_transpose` peer.
+
+`--compile` splits compile time instead: for the contender and `jax.lax`, the seconds of tracing
+and lowering and of XLA's compile, and the compiled ops, of fwd+bwd, of the input gradient alone
+and of the kernel gradient alone (medians of 3 cold starts, interleaved).
 
 Caveat: the times are those of XLA's thunks as the profiler sees them. Convolutions and dots
 that XLA:CPU hands to its Eigen thread pool run past the end of their thunk, so they show less
@@ -24,8 +29,10 @@ import gzip
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +66,37 @@ def shapes(hlo: str) -> dict[str, str]:
     return dict(re.findall(r"%([\w.\-]+) = ([a-z0-9]+\[[0-9,]*\])", suite.entry_computation(hlo)))
 
 
+def compile_split(layer: suite.Layer, method: str, rounds: int = 3) -> None:
+    """Print trace+lower and XLA compile seconds, and compiled ops, of `method` and jax.lax."""
+    y, w, g = (jnp.asarray(a) for a in layer.arrays())
+    programs = {}
+    for name in (method, "jax.lax"):
+        f = suite.jax_lax_fn(layer) if name == "jax.lax" else suite.method_fn(layer, name)
+        programs[name, "fwd+bwd"] = lambda y, w, g, f=f: (lambda out, vjp: (out, *vjp(g)))(*jax.vjp(f, y, w))
+        programs[name, "input gradient"] = lambda y, w, g, f=f: jax.vjp(lambda y: f(y, w), y)[1](g)
+        programs[name, "kernel gradient"] = lambda y, w, g, f=f: jax.vjp(lambda w: f(y, w), w)[1](g)
+    times = {key: [] for key in programs}
+    ops = {}
+    for _ in range(rounds):
+        for key, fn in programs.items():
+            jax.clear_caches()
+            start = time.perf_counter()
+            lowered = jax.jit(fn).trace(y, w, g).lower()
+            mid = time.perf_counter()
+            compiled = lowered.compile()
+            times[key].append((mid - start, time.perf_counter() - mid))
+            ops[key] = suite.compiled_kernels(compiled.as_text())
+    print(
+        f"{layer.name} ({layer.describe()}); load average {os.getloadavg()[0]:.2f}; medians of {rounds} cold starts, s:"
+    )
+    print("| contender | program | trace + lower | XLA compile | compiled ops |")
+    print("|---|---|---|---|---|")
+    for (name, program), t in times.items():
+        trace_s = statistics.median(a for a, _ in t)
+        compile_s = statistics.median(b for _, b in t)
+        print(f"| {name} | {program} | {trace_s:.3f} | {compile_s:.3f} | {ops[name, program]} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("layer", help="the start of a layer's name in suite.LAYERS (or suite.TINY)")
@@ -66,8 +104,12 @@ def main(argv=None) -> None:
     parser.add_argument("--fwd", action="store_true", help="the forward alone (default: forward+backward)")
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--compile", action="store_true", help="split compile time instead of profiling")
     args = parser.parse_args(argv)
     (layer,) = [la for la in (*suite.LAYERS, *suite.TINY) if la.name.startswith(args.layer)][:1]
+    if args.compile:
+        compile_split(layer, args.method)
+        return
     f = suite.jax_lax_fn(layer) if args.method == "jax.lax" else suite.method_fn(layer, args.method)
     y, w, g = (jnp.asarray(a) for a in layer.arrays())
     if args.fwd:

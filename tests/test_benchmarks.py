@@ -68,3 +68,9 @@ def test_col2im_transpose_quick_times_both_variants():
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 2 and rows[0].endswith("| by tap |") and rows[1].endswith("| by axis |"), out  # k4 s2, k3 s2
     assert "load average" in out
+
+
+def test_profile_layer_splits_compile_time():
+    out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--compile"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith(("| auto", "| jax.lax"))]
+    assert len(rows) == 6 and all(float(row.split("|")[4]) > 0 for row in rows), out
