@@ -320,8 +320,12 @@ def phase_conv(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     a fully padded conv and a slice, which XLA:CPU runs faster than the conv with the complementary
     padding that padding inside the conv would give (on DCGAN 32x32 when this was written).
     Half-precision operands accumulate in `conv.acc`; the tangent (hence both gradients) runs on
-    operands of their own dtype, as `_conv.accumulate` explains.
+    operands of their own dtype, as `_conv.accumulate` explains. Grouped, while im2col fits, the
+    forward is `_tap_matmuls`' batched GEMM instead of XLA:CPU's grouped convolution, which was
+    slower (the grouped layer of BENCHMARKS.md).
     """
+    if conv.groups > 1 and _im2col_fits(x, w):
+        return _tap_matmuls(x, w, conv, conv.acc)
     return _valid_conv(x, w, conv, conv.acc)
 
 
@@ -331,8 +335,8 @@ def _phase_conv_jvp(conv, primals, tangents):
     tx, tw = tangents
     out = phase_conv(x, w, conv)
     small = _im2col_fits(x, w)
-    dx = (lambda tx: _tap_matmuls(tx, w, conv)) if small else (lambda tx: _valid_conv(tx, w, conv, None))
-    return out, bilinear_tangent(out, (dx, tx), (lambda tw: _tap_matmuls(x, tw, conv), tw))
+    dx = (lambda tx: _tap_matmuls(tx, w, conv, None)) if small else (lambda tx: _valid_conv(tx, w, conv, None))
+    return out, bilinear_tangent(out, (dx, tx), (lambda tw: _tap_matmuls(x, tw, conv, None), tw))
 
 
 _SCAN_BYTES = 32 * 2**20  # windows of more bytes than this run one tap at a time, in a scan
@@ -343,7 +347,7 @@ def _im2col_fits(x: jax.Array, w: jax.Array) -> bool:
     return math.prod(w.shape[:-2]) * x.size * x.dtype.itemsize <= _SCAN_BYTES
 
 
-def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
+def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
     """The same correlation as matrix products over shifted windows of `x`: im2col, or one per tap.
 
     Bilinear. While `taps` windows fit in `_SCAN_BYTES` they are stacked into one matrix and the
@@ -353,7 +357,8 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     axes made it copy the cotangent to `(C_out, rows)` first; BENCHMARKS.md), while the batch and
     spatial axes stay apart for GSPMD (flattened, a spatially sharded input's gradients were
     all-gathered). Larger `x`, one tap at a time in a `lax.scan`, so that one window exists at a
-    time. Under `jax.checkpoint`, only `x` is kept.
+    time. Under `jax.checkpoint`, only `x` is kept. `acc`: the products' `preferred_element_type`
+    (None in the tangents, whose operands keep their dtype).
     """
     xg, wg, spec = _tap_operands(x, w, conv)
     chan = xg.ndim - x.ndim + 1  # trailing channel axes of xg: (C,) or (G, C // G)
@@ -369,7 +374,7 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
             window = lax.slice(xg, start, tuple(a + b for a, b in zip(start, size, strict=False)))
         else:
             window = lax.dynamic_slice(xg, start, size)
-        return jnp.einsum(spec, window, wt, precision=conv.precision)
+        return jnp.einsum(spec, window, wt, precision=conv.precision, preferred_element_type=acc)
 
     if len(starts) * xg.size * xg.dtype.itemsize <= _SCAN_BYTES:  # im2col: one GEMM over every tap
         ends = lambda start: tuple(a + b for a, b in zip(start, size, strict=False))  # noqa: E731
@@ -377,12 +382,12 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
         if conv.groups == 1:  # in effect two matrices, `(rows, taps * C_in) x (taps * C_in, C_out)`: no copies
             matrix = cols.reshape(*cols.shape[:-2], math.prod(cols.shape[-2:]))  # (N, *rows, taps * C_in)
             dims = (((matrix.ndim - 1,), (0,)), ((), ()))
-            out = lax.dot_general(matrix, w.reshape(matrix.shape[-1], -1), dims, conv.precision)
+            out = lax.dot_general(matrix, w.reshape(matrix.shape[-1], -1), dims, conv.precision, acc)
         else:  # one product per group, the group axis major in both operands (written out, as above)
             g, c = cols.shape[-2:]
             batched = jnp.moveaxis(cols, -2, 0).reshape(g, -1, cols.shape[-3] * c)  # (G, rows, taps * C_in/G)
             kernel = jnp.moveaxis(wg, 2, 0).reshape(g, -1, wg.shape[-1])  # (G, taps * C_in/G, C_out/G)
-            prod = lax.dot_general(batched, kernel, (((2,), (1,)), ((0,), (0,))), conv.precision)
+            prod = lax.dot_general(batched, kernel, (((2,), (1,)), ((0,), (0,))), conv.precision, acc)
             out = jnp.moveaxis(prod, 0, -2)  # (rows, G, C_out/G)
     else:  # the first tap starts the sum (its type, sharding included, is the carry's), the rest scan
         step = jax.checkpoint(lambda acc, tap: (acc + term(tap[0], tap[1]), None))
@@ -406,4 +411,4 @@ def _tap_operands(x: jax.Array, w: jax.Array, conv: _Conv):
     return xg, w.reshape(-1, w.shape[-2], g, w.shape[-1] // g), "n...gc,cgo->n...go"
 
 
-_tap_matmuls = jax.checkpoint(_tap_matmuls, static_argnums=(2,))
+_tap_matmuls = jax.checkpoint(_tap_matmuls, static_argnums=(2, 3))
