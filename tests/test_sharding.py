@@ -18,7 +18,8 @@ an all-reduce sums them, and the result is replicated (no all-gather either; val
 One large 3-D layer split 8 ways on D takes at most 1/4 of the unsplit per-device memory
 (`benchmarks/sharding_memory.py`, which prints the README's figure). Under a mesh with Explicit
 axes (`jax.make_mesh`'s default), batch sharding gives the same values and both gradients for
-every form but vjp (jax's own conv gradients ask for an out_sharding there).
+every form but vjp (jax's own conv gradients ask for an out_sharding there). A grouped layer with
+its batch sharded: scatter, subpixel and `auto` gather nothing, gradients included.
 """
 
 import os
@@ -96,6 +97,18 @@ for y_shape, w_shape, kw in CONFIGS:
             if gy.sharding.spec != ys.spec or big:
                 failures.append(f"{nd}-D {method} {case} gradients: input gradient spec {gy.sharding.spec} "
                                 f"(want {ys.spec}), activation-sized all-gathers {big}")
+# grouped, batch sharded: scatter and subpixel (im2col GEMMs batched over groups) gather nothing, gradients included
+yg, wg = rng.standard_normal((8, 8, 8, 8)).astype(np.float32), rng.standard_normal((8, 2, 4, 4)).astype(np.float32)
+for method in (m for m in only if m in ("scatter", "subpixel", "auto")):
+    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, stride=2, padding=1, groups=4, method=method))
+    ya = jax.device_put(yg, NamedSharding(line, P("sp")))
+    compiled = f.lower(ya, wg).compile()
+    out = compiled(ya, wg)
+    assert_close(out, f(yg, wg), err_msg=f"{method} grouped batch")
+    grads = jax.jit(jax.grad(lambda y, w: (f(y, w) ** 2).sum(), (0, 1))).lower(ya, wg).compile()
+    big = [n for n in gathered_sizes(compiled.as_text()) + gathered_sizes(grads.as_text()) if n > wg.size]
+    if out.sharding.spec != P("sp") or big:
+        failures.append(f"grouped {method} batch: spec {out.sharding.spec}, activation-sized all-gathers {big}")
 assert not failures, "\n".join(failures)
 print("functions ok")
 

@@ -128,7 +128,7 @@ def auto_method(
     policy comes from `benchmarks/bench.py` (forward and fwd+bwd) and `benchmarks/derivatives.py`
     (each gradient of each form apart); BENCHMARKS.md has both runs:
 
-    1. grouped (`groups > 1`): 'subpixel' (one grouped stride-1 conv and im2col GEMMs for both
+    1. grouped (`groups > 1`): 'subpixel' (im2col GEMMs batched over the groups, forward and both
        gradients; the others are several times slower);
     2. one input element per example, no dilation (`one_element`: a generator's first layer,
        1x1 -> 4x4): 'scatter', which is then one GEMM and a transpose, forward and both gradients;

@@ -9,6 +9,9 @@ When every phase has the same taps layout (every kernel size a multiple of its s
 dilation) all phases are one convolution with `s^dims * C_out` output channels plus one reshape;
 otherwise there is one exact convolution per phase. Nothing is multiplied by an inserted zero.
 
+Grouped, the phase convolution itself is that im2col GEMM (below) while it fits, not XLA:CPU's
+grouped convolution.
+
 Gradients: the phase convolution has a `jax.custom_jvp` whose tangents are matrix products
 (`_tap_matmuls`, under `jax.checkpoint`): while the shifted windows of the input fit in
 `_SCAN_BYTES`, im2col, i.e. the windows side by side as one `(rows, taps * C_in)` matrix times
