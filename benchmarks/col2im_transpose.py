@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -61,7 +60,7 @@ def main(argv=None) -> None:
         compiled, compile_s, ops = {}, {}, {}
         for name, col2im in VARIANTS.items():
             f = scatter(layer, col2im)
-            fb = jax.jit(lambda y, w, g, f=f: (lambda out, vjp: (out, *vjp(g)))(*jax.vjp(f, y, w)))
+            fb = jax.jit(suite.fwd_bwd(f))
             jax.clear_caches()
             start = time.perf_counter()
             compiled[name] = fb.lower(*arrays).compile()
@@ -72,14 +71,8 @@ def main(argv=None) -> None:
             err = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
             if err > 1e-5:
                 raise AssertionError(f"{layer.name}: the two col2im transposes differ by {err:.1e}")
-        times = {name: [] for name in VARIANTS}
-        for _ in range(rounds):
-            for name, fn in compiled.items():
-                start = time.perf_counter()
-                jax.block_until_ready(fn(*arrays))
-                times[name].append(time.perf_counter() - start)
-            load.sample()
-        tap, axis = (statistics.median(times[name]) * 1e3 for name in VARIANTS)
+        medians = suite.interleaved_medians(compiled, arrays, rounds, load)
+        tap, axis = (medians[name] * 1e3 for name in VARIANTS)
         kernel = (layer.kernel,) * layer.ndim
         library = "by axis" if transposes_by_axis(kernel, (layer.stride,) * layer.ndim) else "by tap"
         print(f"| {layer.name} | {np.prod(kernel)} / {sum(kernel)} | {tap:.3g} | {axis:.3g} | {axis / tap:.2f}x "

@@ -95,17 +95,8 @@ def fwd_bwd_table(layer: suite.Layer, fastest: dict, rounds: int) -> str:
         f"{pick} alone": suite.method_fn(layer, pick),
         f"{pick} + {fastest['input']} / {fastest['kernel']}": mixed(layer, pick, fastest["input"], fastest["kernel"]),
     }
-    compiled = {}
-    for name, f in fns.items():
-        fb = jax.jit(lambda y, w, g, f=f: (lambda out, vjp: (out, *vjp(g)))(*jax.vjp(f, y, w)))
-        compiled[name] = fb.lower(*args).compile()
-    times = {name: [] for name in compiled}
-    for _ in range(rounds):
-        for name, fn in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - start)
-    cells = [f"{name}: {statistics.median(t) * 1e3:.3g}" for name, t in times.items()]
+    compiled = {name: jax.jit(suite.fwd_bwd(f)).lower(*args).compile() for name, f in fns.items()}
+    cells = [f"{name}: {t * 1e3:.3g}" for name, t in suite.interleaved_medians(compiled, args, rounds).items()]
     return f"| {layer.name} | " + " | ".join(cells) + " |"
 
 

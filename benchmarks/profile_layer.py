@@ -72,7 +72,7 @@ def compile_split(layer: suite.Layer, method: str, rounds: int = 3) -> None:
     programs = {}
     for name in (method, "jax.lax"):
         f = suite.jax_lax_fn(layer) if name == "jax.lax" else suite.method_fn(layer, name)
-        programs[name, "fwd+bwd"] = lambda y, w, g, f=f: (lambda out, vjp: (out, *vjp(g)))(*jax.vjp(f, y, w))
+        programs[name, "fwd+bwd"] = suite.fwd_bwd(f)
         programs[name, "input gradient"] = lambda y, w, g, f=f: jax.vjp(lambda y: f(y, w), y)[1](g)
         programs[name, "kernel gradient"] = lambda y, w, g, f=f: jax.vjp(lambda w: f(y, w), w)[1](g)
     times = {key: [] for key in programs}
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     if args.fwd:
         compiled, call_args = jax.jit(f).lower(y, w).compile(), (y, w)
     else:
-        fb = jax.jit(lambda y, w, g: (lambda out, vjp: (out, *vjp(g)))(*jax.vjp(f, y, w)))
+        fb = jax.jit(suite.fwd_bwd(f))
         compiled, call_args = fb.lower(y, w, g).compile(), (y, w, g)
     times, out_shapes = profile(compiled, call_args, args.calls), shapes(compiled.as_text())
     print(f"{layer.name} ({layer.describe()}), {args.method}, {'forward' if args.fwd else 'fwd+bwd'}; "

@@ -177,16 +177,35 @@ def jax_lax_fn(layer: Layer) -> Callable:
                                                      spec.dilation, dn, feature_group_count=layer.groups)  # fmt: skip
 
 
-def jax_contender(f: Callable, y, w, g, dtype) -> Contender:
-    """Jit `f(y, w)` and `vjp(f)(g)`, each compiled ahead of time and timed while it compiles."""
+def fwd_bwd(f: Callable) -> Callable:
+    """`(y, w, g) -> (f(y, w), *vjp(f)(g))`: the value and both gradients for an upstream gradient `g`."""
 
-    def fwd_bwd(y, w, g):
+    def fn(y, w, g):
         out, vjp = jax.vjp(f, y, w)
         return out, *vjp(g)
 
+    return fn
+
+
+def interleaved_medians(fns: dict[str, Callable], args: tuple, rounds: int, load: Load | None = None) -> dict:
+    """Median seconds of each compiled function on `args`, timed in interleaved rounds."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[name].append(time.perf_counter() - start)
+        if load is not None:
+            load.sample()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def jax_contender(f: Callable, y, w, g, dtype) -> Contender:
+    """Jit `f(y, w)` and `vjp(f)(g)`, each compiled ahead of time and timed while it compiles."""
+
     args = tuple(jnp.asarray(a, dtype) for a in (y, w, g))
     c = Contender(None, None, args)
-    for name, fn, n in (("fwd", f, 2), ("fwd_bwd", fwd_bwd, 3)):
+    for name, fn, n in (("fwd", f, 2), ("fwd_bwd", fwd_bwd(f), 3)):
         start = time.perf_counter()
         compiled = jax.jit(fn).lower(*args[:n]).compile()
         c.compile_s[name] = time.perf_counter() - start

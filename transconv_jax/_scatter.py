@@ -135,13 +135,13 @@ def col2im_by_tap(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> 
     flat = reshape(
         cols, (cols.shape[0], math.prod(kernel), *cols.shape[1 + nd :]), (0, None, *range(1 + nd, 2 + 2 * nd))
     )
-    phases = {}
+    parts = []
     for col, tap in zip(lax.split(flat, (1,) * flat.shape[1], axis=1), itertools.product(*map(range, kernel))):
         placed = [_place(t, axis, spec, n, b) for axis, (t, n, b) in enumerate(zip(tap, col.shape[3:], blocks))]
         if None not in placed:
             part = lax.pad(lax.squeeze(col, (1,)), jnp.zeros((), col.dtype), [(0, 0, 0)] * 2 + [p for _, p in placed])
-            r = tuple(r for r, _ in placed)
-            phases[r] = phases[r] + part if r in phases else part
+            parts.append((tuple(r for r, _ in placed), part))
+    phases = _sum_by_phase(parts)
     zeros = jnp.zeros((cols.shape[0], cols.shape[1 + nd], *blocks), cols.dtype)
     stacked = jnp.stack([phases.get(r, zeros) for r in itertools.product(*map(range, spec.stride))], axis=-1)
     return _interleave(stacked, "CN" + "X" * nd + "P", spec, out_spatial)
@@ -172,14 +172,14 @@ def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) ->
     blocks = _blocks(spec, out_spatial)
     for axis, b in reversed(list(enumerate(blocks))):  # the transpose's last pass is the major axis's
         tap_axis, row_axis = 1 + axis, 2 + spec.ndim + axis
-        phases = {}
+        parts = []
         for t, col in enumerate(lax.split(cols, (1,) * cols.shape[tap_axis], axis=tap_axis)):
             placed = _place(t, axis, spec, cols.shape[row_axis], b)
             if placed is not None:
                 pads = [(0, 0, 0)] * col.ndim
                 r, pads[row_axis] = placed
-                part = lax.pad(col, jnp.zeros((), col.dtype), pads)
-                phases[r] = phases[r] + part if r in phases else part
+                parts.append((r, lax.pad(col, jnp.zeros((), col.dtype), pads)))
+        phases = _sum_by_phase(parts)
         shape = list(cols.shape)
         shape[tap_axis], shape[row_axis] = 1, b
         zeros = jnp.zeros(shape, cols.dtype)
@@ -187,6 +187,14 @@ def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) ->
     flat = (cols.shape[0], math.prod(spec.stride), *cols.shape[1 + spec.ndim :])
     flat = reshape(cols, flat, (0, None, *range(1 + spec.ndim, 2 + 2 * spec.ndim)))
     return _interleave(flat, "CPN" + "X" * spec.ndim, spec, out_spatial)
+
+
+def _sum_by_phase(parts) -> dict:
+    """The `(phase, array)` pairs added up per phase, in the order given."""
+    phases = {}
+    for r, part in parts:
+        phases[r] = phases[r] + part if r in phases else part
+    return phases
 
 
 def _blocks(spec: Spec, out_spatial: tuple[int, ...]) -> tuple[int, ...]:

@@ -379,7 +379,7 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
             window = lax.dynamic_slice(xg, start, size)
         return jnp.einsum(spec, window, wt, precision=conv.precision, preferred_element_type=acc)
 
-    if len(starts) * xg.size * xg.dtype.itemsize <= _SCAN_BYTES:  # im2col: one GEMM over every tap
+    if _im2col_fits(xg, w):  # im2col: one GEMM over every tap
         ends = lambda start: tuple(a + b for a, b in zip(start, size, strict=False))  # noqa: E731
         cols = jnp.stack([lax.slice(xg, start, ends(start)) for start in starts], axis=xg.ndim - chan)
         if conv.groups == 1:  # in effect two matrices, `(rows, taps * C_in) x (taps * C_in, C_out)`: no copies
