@@ -1,12 +1,13 @@
 """The scatter form's backward im2col, one slice per tap or axis by axis: fwd+bwd time, compile time, ops.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/col2im_transpose.py [--rounds 9] [--only NAME] [--quick]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/col2im_transpose.py [--rounds 9] [--only NAME] [--quick] [--generator]
 
 The scatter form's forward writes its output in one fused pass of one pad per kernel tap
 (`_scatter.col2im_by_tap`); reverse mode transposes it into one slice per tap, each compiled on
 its own. `_scatter._col2im` keeps that forward but takes its tangent, hence its transpose, axis by
 axis (`col2im_by_axis`: `sum(kernel)` slices). `transposes_by_axis` picks between them;
-this script measures both on every layer of the suite, the same GEMM before them:
+this script measures both on every layer of the suite (or of the bench's DCGAN generator,
+`--generator`), the same GEMM before them:
 
 - fwd+bwd (value and both gradients, real upstream gradient), compiled ahead of time, medians of
   interleaved rounds, each variant checked against the other first;
@@ -28,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
-from transconv_jax._scatter import _col2im, _columns, col2im_by_tap, transposes_by_axis  # noqa: E402
+from transconv_jax._scatter import _col2im, _columns, col2im_by_tap, small_columns, transposes_by_axis  # noqa: E402
 from transconv_jax._spec import transpose_spatial  # noqa: E402
 
 VARIANTS = {"by tap": col2im_by_tap, "by axis": _col2im}
@@ -46,8 +47,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--only", help="layers whose name starts with this")
     parser.add_argument("--quick", action="store_true", help="the tiny layers, 2 rounds (a smoke test)")
+    parser.add_argument("--generator", action="store_true", help="the DCGAN generator's layers")
     args = parser.parse_args(argv)
-    layers = suite.TINY if args.quick else suite.LAYERS
+    layers = suite.TINY if args.quick else suite.GENERATOR if args.generator else suite.LAYERS
     layers = [la for la in layers if not args.only or la.name.startswith(args.only)]
     rounds = 2 if args.quick else args.rounds
     load = suite.Load()
@@ -74,7 +76,8 @@ def main(argv=None) -> None:
         medians = suite.interleaved_medians(compiled, arrays, rounds, load)
         tap, axis = (medians[name] * 1e3 for name in VARIANTS)
         kernel = (layer.kernel,) * layer.ndim
-        library = "by axis" if transposes_by_axis(kernel, (layer.stride,) * layer.ndim) else "by tap"
+        small = small_columns(layer.y_shape, layer.w_shape, layer.groups)
+        library = "by axis" if transposes_by_axis(kernel, (layer.stride,) * layer.ndim, small) else "by tap"
         print(f"| {layer.name} | {np.prod(kernel)} / {sum(kernel)} | {tap:.3g} | {axis:.3g} | {axis / tap:.2f}x "
               f"| {compile_s['by tap']:.2f}, {compile_s['by axis']:.2f} | {ops['by tap']}, {ops['by axis']} "
               f"| {library} |", flush=True)  # fmt: skip

@@ -66,7 +66,7 @@ def test_profile_layer_lists_the_compiled_ops_with_their_shapes():
 def test_col2im_transpose_quick_times_both_variants():
     out = _run([sys.executable, "benchmarks/col2im_transpose.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 2 and rows[0].endswith("| by tap |") and rows[1].endswith("| by axis |"), out  # k4 s2, k3 s2
+    assert len(rows) == 2 and all(row.endswith("| by axis |") for row in rows), out  # small layers: k4 s2, k3 s2
     assert "load average" in out
 
 

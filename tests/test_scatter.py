@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, configs, torch_conv_transpose
 
 import transconv_jax as tc
+from transconv_jax import _scatter
 from transconv_jax._dispatch import auto_method
 from transconv_jax._scatter import conv_transpose_scatter_form, transposes_by_axis
 from transconv_jax._spec import conv_transpose_spec
@@ -33,6 +34,14 @@ GRID = [
 
 @pytest.mark.parametrize("cfg", GRID, ids=str)
 def test_grid_matches_torch(cfg):
+    check_against_torch(cfg, "scatter")
+
+
+@pytest.mark.parametrize("cfg", GRID, ids=str)
+def test_grid_matches_torch_as_a_large_layer(cfg, monkeypatch):
+    """The grid again with every layer taken as large (`small_columns` False): where taps overlap on
+    equal phases, the backward's im2col is then one slice per tap, as on DCGAN-sized layers."""
+    monkeypatch.setattr(_scatter, "SMALL_COLUMNS", -1)
     check_against_torch(cfg, "scatter")
 
 
@@ -61,11 +70,9 @@ def test_random_configs_match_vjp_form(cfg):
 
 def _primitive_counts(cfg, scale):
     """How often the scatter form's program, and its backward alone, use a dot, a pad and a convolution
-    (counted into the custom_jvp's inner jaxprs)."""
+    (counted into the custom_jvp's inner jaxprs), with the batch and every spatial size times `scale`."""
     y, w = jnp.ones((cfg.batch * scale, cfg.c_in, *(n * scale for n in cfg.spatial))), jnp.ones(cfg.w_shape)
-    kw = cfg.kwargs
-    args = (None, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"], kw["dilation"], None, None, None)
-    spec, _ = conv_transpose_spec(y, w, *args)
+    spec = _spec(cfg, y, w)
     form = lambda y, w: conv_transpose_scatter_form(y, w, spec)  # noqa: E731
     out, backward = jax.vjp(form, y, w)
     counts = []
@@ -96,7 +103,8 @@ def test_loops_over_taps_only(cfg):
     assert small[0][0] == 1 and small[0][2] == 0
     assert small[0][1] <= math.prod(cfg.kernel) + 1
     uneven = any(s > 1 and k % s for k, s in zip(cfg.kernel, cfg.stride))  # `transposes_by_axis`: k3 s2
-    by_axis = uneven or math.prod(cfg.kernel) >= 3 * sum(cfg.kernel)  # ... 3-D k3, FCN-8s's k16
+    overlap = any(k > s for k, s in zip(cfg.kernel, cfg.stride))  # ... small layers (all of these) with overlap
+    by_axis = uneven or overlap or math.prod(cfg.kernel) >= 3 * sum(cfg.kernel)  # ... 3-D k3, FCN-8s's k16
     taps = sum(cfg.kernel) if by_axis else math.prod(cfg.kernel)
     assert small[1][0] == 2 and small[1][2] == 0
     assert small[1][1] <= taps + 1
@@ -123,6 +131,44 @@ def test_one_element_input_is_scatter_under_auto():
     picks = [auto_method(spec, y.shape, w.shape, derivatives=d) for d in (None, "input", "kernel")]
     assert picks == ["scatter"] * 3
     check_against_torch(cfg, "auto")
+
+
+def _spec(cfg, y, w):
+    kw = cfg.kwargs
+    args = (None, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"], kw["dilation"], None, None, None)
+    return conv_transpose_spec(y, w, *args)[0]
+
+
+def _picks(cfg):
+    y, w = np.zeros(cfg.y_shape, np.float32), np.zeros(cfg.w_shape, np.float32)
+    spec = _spec(cfg, y, w)
+    return [auto_method(spec, y.shape, w.shape, derivatives=d) for d in (None, "input", "kernel")]
+
+
+def test_small_layers_take_scatter_gradients_under_auto():
+    """Rule 5 of `auto_method` (the phases fuse) by size. While the scatter form's columns have at
+    most 2**21 elements (`small_columns`: a DCGAN generator's layers up to 16x16 -> 32x32), `auto`
+    takes scatter's kernel gradient, and its input gradient too below 64 channels; above, subpixel's.
+    Values and both gradients equal PyTorch's on small layers of both kinds."""
+    k4s2 = dict(kernel=(4, 4), stride=(2, 2), padding=(1, 1), output_padding=(0, 0), dilation=(1, 1))
+    g4 = Config(8, 128, 64, 1, (16, 16), **k4s2)  # columns: 8 * 16 * 16 * 16 taps * 64 = 2**21
+    g5 = Config(8, 64, 3, 1, (32, 32), **k4s2)
+    dcgan = Config(8, 128, 64, 1, (32, 32), **k4s2)  # 2**23
+    assert _picks(g4) == ["subpixel", "vjp", "scatter"]
+    assert _picks(g5) == ["subpixel", "scatter", "scatter"]
+    assert _picks(dcgan) == ["subpixel", "vjp", "subpixel"]
+    for cfg in (Config(2, 64, 64, 1, (4, 4), **k4s2), Config(2, 8, 3, 1, (8, 8), **k4s2)):
+        assert _picks(cfg)[2] == "scatter"
+        check_against_torch(cfg, "auto")
+
+
+def test_backward_im2col_by_size():
+    """k4 s2 (equal phases, overlapping taps): the backward's im2col takes `sum(kernel)` slices on a
+    small layer and `prod(kernel)` on a large one (`transposes_by_axis`, `small_columns`)."""
+    cfg = Config(8, 8, 64, 1, (16, 16), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))  # columns: 2**21 elements
+    small, large = _primitive_counts(cfg, 1), _primitive_counts(cfg, 2)
+    assert small[1][1] <= sum(cfg.kernel) + 1
+    assert large[1][1] >= math.prod(cfg.kernel)
 
 
 def test_tutorial_picture():

@@ -10,7 +10,7 @@ from jax.typing import ArrayLike
 
 from ._conv import add_bias, as_array, bilinear_tangent
 from ._matmul import conv_transpose_matmul_form
-from ._scatter import conv_transpose_scatter_form, one_element
+from ._scatter import conv_transpose_scatter_form, one_element, small_columns
 from ._spec import (
     DType,
     IntOrSequence,
@@ -138,18 +138,21 @@ def auto_method(
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
-       'subpixel', one stride-1 conv, and its im2col kernel gradient. The input gradient is the
-       'vjp' form's (one strided convolution of the cotangent, writing `C_in` channels) when
-       `C_in` is at least 64, where XLA:CPU's convolution beats im2col (DCGAN, HiFi-GAN, and a
-       DCGAN generator's last layer, 64 -> 3 channels); otherwise (FCN-8s's 21) subpixel's;
+       'subpixel', one stride-1 conv. The input gradient is the 'vjp' form's (one strided
+       convolution of the cotangent) when both channel counts are at least 64, where XLA:CPU's
+       convolution beats im2col (DCGAN, HiFi-GAN). Otherwise, and for the kernel gradient, it
+       depends on size: on small layers (`_scatter.small_columns`: the scatter form's columns
+       have at most 2**21 elements; a DCGAN generator's layers up to 16x16 -> 32x32) 'scatter',
+       whose gradients share the cotangent's columns; on larger ones subpixel's im2col (FCN-8s,
+       and every kernel gradient of the suite's layers);
     6. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase. (Its
        gradients apart, the vjp form's input gradient was faster than scatter's, but not the
        fwd+bwd that mixed them: scatter's two gradients share the cotangent's columns.)
 
-    The input gradient of rule 5 is the one mixed choice: taking the input gradient from the
-    form whose input gradient alone was fastest sped up fwd+bwd on the DCGAN and HiFi-GAN
-    layers, but slowed down the k3 s2 U-Nets and the dilated stride-1 layer, where one form
-    shares work between its two gradients (`benchmarks/derivatives.py`; BENCHMARKS.md).
+    Rule 5 is where gradients mix forms: taking the input gradient from the form whose input
+    gradient alone was fastest sped up fwd+bwd on the DCGAN and HiFi-GAN layers, but slowed down
+    the k3 s2 U-Nets and the dilated stride-1 layer, where one form shares work between its two
+    gradients (`benchmarks/derivatives.py`; BENCHMARKS.md).
 
     GPU and TPU are unmeasured: they get 'vjp', the flipped-kernel lowering that `jax.vjp` of a
     conv emits, which reaches cuDNN's backward-data kernel.
@@ -188,8 +191,9 @@ def auto_method(
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):
         return "scatter"
-    strided_conv = derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64
-    return "vjp" if strided_conv else "subpixel"
+    if derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64:
+        return "vjp"
+    return "scatter" if derivatives and small_columns(y_shape, w_shape, spec.groups) else "subpixel"
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))

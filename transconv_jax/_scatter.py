@@ -27,7 +27,7 @@ Python loops run over kernel taps only (static), never over pixels or batch; not
 an inserted zero, and no `lhs_dilation` is lowered (so XLA:CPU's strided-dilated abort cannot
 occur). Autodiff gives the im2col backward: the cotangent split into phases, one contiguous
 slice per tap, concatenated, then two GEMMs. Where it measured faster or compiled fewer ops
-(`transposes_by_axis`: 3-D k3, FCN-8s's k16, k3 s2) the slices are taken axis by axis instead,
+(`transposes_by_axis`: 3-D k3, FCN-8s's k16, k3 s2, small layers) the slices are taken axis by axis instead,
 `sum(kernel)` of them rather than `prod(kernel)`, each a compiled op of its own
 (`col2im_by_axis`, the tangent of `_col2im`).
 """
@@ -72,7 +72,8 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     cols = _columns(y, w, spec)
     if one_element(y.shape[2:], spec):
         return _tile(cols, spec)
-    col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride) else col2im_by_tap
+    small = small_columns(y.shape, w.shape, spec.groups)
+    col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride, small) else col2im_by_tap
     return col2im(cols, spec, out_spatial)
 
 
@@ -90,16 +91,38 @@ def _tile(cols: jax.Array, spec: Spec) -> jax.Array:
     return pad_spatial(full, [(-lo, -hi) for lo, hi in spec.padding])
 
 
-def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...], small: bool = False) -> bool:
     """Whether the backward's im2col is taken axis by axis (`_col2im`), a rule measured by
     `benchmarks/col2im_transpose.py` (BENCHMARKS.md): when the kernel has at least three times as
     many taps as taps per axis, summed (3-D k3: 27 against 9; FCN-8s's 2-D k16: 256 against 32),
     it cut the compiled ops and the compile time, in about the same run time; where a strided
     axis's phases have unequal taps (`k % s != 0`, the k3 s2 U-Nets) it compiles fewer ops in
     the same time, a tie. With equal phases (DCGAN's k4 s2) its extra passes cost more than
-    they save."""
+    they save on large layers; on `small` ones (`small_columns`) where taps overlap (`k > s`),
+    a DCGAN generator's k4 s2 layers, it halved the compiled ops and ran as fast or faster
+    (`benchmarks/derivatives.py --generator`, BENCHMARKS.md)."""
     uneven = any(s > 1 and k % s for k, s in zip(kernel, stride, strict=True))
-    return uneven or math.prod(kernel) >= 3 * sum(kernel)
+    overlap = any(k > s for k, s in zip(kernel, stride, strict=True))
+    return uneven or math.prod(kernel) >= 3 * sum(kernel) or (small and overlap)
+
+
+SMALL_COLUMNS = 2**21  # elements: 8 MiB in float32
+
+
+def small_columns(y_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: int) -> bool:
+    """Whether the columns (`_columns`: every input element times every kernel tap) have at most
+    `SMALL_COLUMNS` elements. On such layers (a DCGAN generator's up to 16x16 -> 32x32) the scatter
+    form's gradients, which share the cotangent's columns, beat the other forms'; on the larger
+    layers of the suite (DCGAN 16x16: 2**22 elements, HiFi-GAN: 2**21.6) subpixel's kernel
+    gradient did (`benchmarks/derivatives.py`, BENCHMARKS.md).
+
+    Example:
+        >>> small_columns((8, 128, 16, 16), (128, 64, 4, 4), 1)  # 8 * 16 * 16 * 16 taps * 64 = 2**21
+        True
+    """
+    n, _, *spatial = y_shape
+    _, c_out_g, *kernel = w_shape
+    return n * math.prod(spatial) * math.prod(kernel) * c_out_g * groups <= SMALL_COLUMNS
 
 
 def _einsum(subscripts: str, a, b, acc, *, precision):
