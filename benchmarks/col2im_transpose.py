@@ -12,12 +12,16 @@ this script measures both on every layer of the suite (or of the bench's DCGAN g
 - fwd+bwd (value and both gradients, real upstream gradient), compiled ahead of time, medians of
   interleaved rounds, each variant checked against the other first;
 - compile time of that fwd+bwd from a cold cache, and its compiled ops (`suite.compiled_kernels`);
-- which one the library takes.
+- the same for `auto`'s fwd+bwd (which may take only some gradients from the scatter form), as
+  shipped and with `transposes_by_axis`'s clause for small layers switched off while tracing
+  (`by_tap_when_small`; the same program where that clause changes nothing);
+- which one the library takes (`one element` where the form needs no col2im, `_scatter._tile`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -29,7 +33,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
-from transconv_jax._scatter import _col2im, _columns, col2im_by_tap, small_columns, transposes_by_axis  # noqa: E402
+from transconv_jax import _scatter  # noqa: E402
+from transconv_jax._scatter import _col2im, _columns, col2im_by_tap, one_element, small_columns  # noqa: E402
 from transconv_jax._spec import transpose_spatial  # noqa: E402
 
 VARIANTS = {"by tap": col2im_by_tap, "by axis": _col2im}
@@ -40,6 +45,25 @@ def scatter(layer: suite.Layer, col2im):
     spec = suite.layer_spec(layer)
     out_spatial = transpose_spatial(layer.spatial, (layer.kernel,) * layer.ndim, spec)
     return lambda y, w: col2im(_columns(y, w, spec), spec, out_spatial)
+
+
+@contextlib.contextmanager
+def by_tap_when_small():
+    """While tracing: `transposes_by_axis` without its clause for small layers (what `auto` ran by tap)."""
+    rule = _scatter.transposes_by_axis
+    _scatter.transposes_by_axis = lambda kernel, stride, small=False: rule(kernel, stride)
+    try:
+        yield
+    finally:
+        _scatter.transposes_by_axis = rule
+
+
+def compile_cold(f, arrays):
+    """`f`'s fwd+bwd compiled from a cold cache: the executable, the seconds and the compiled ops."""
+    jax.clear_caches()
+    start = time.perf_counter()
+    compiled = jax.jit(suite.fwd_bwd(f)).lower(*arrays).compile()
+    return compiled, time.perf_counter() - start, suite.compiled_kernels(compiled.as_text())
 
 
 def main(argv=None) -> None:
@@ -55,32 +79,33 @@ def main(argv=None) -> None:
     load = suite.Load()
     print(f"jax {jax.__version__}, {os.cpu_count()} cores, {rounds} interleaved rounds; fwd+bwd median ms")
     print("| layer | kernel taps / per axis | by tap ms | by axis ms | by axis / by tap | compile s (by tap, by axis) "
-          "| ops (by tap, by axis) | library |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "| ops (by tap, by axis) | auto: by tap when small, as shipped (ms) | compile s | ops | library |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for layer in layers:
         arrays = tuple(jnp.asarray(a) for a in layer.arrays())
-        compiled, compile_s, ops = {}, {}, {}
-        for name, col2im in VARIANTS.items():
-            f = scatter(layer, col2im)
-            fb = jax.jit(suite.fwd_bwd(f))
-            jax.clear_caches()
-            start = time.perf_counter()
-            compiled[name] = fb.lower(*arrays).compile()
-            compile_s[name] = time.perf_counter() - start
-            ops[name] = suite.compiled_kernels(compiled[name].as_text())
+        programs = {name: scatter(layer, col2im) for name, col2im in VARIANTS.items()}
+        built = {name: compile_cold(f, arrays) for name, f in programs.items()}
+        with by_tap_when_small():
+            built["auto by tap"] = compile_cold(suite.method_fn(layer, "auto"), arrays)
+        built["auto"] = compile_cold(suite.method_fn(layer, "auto"), arrays)
+        compiled = {name: c for name, (c, _, _) in built.items()}
         results = [compiled[name](*arrays) for name in VARIANTS]
         for a, b in zip(*results, strict=True):
             err = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
             if err > 1e-5:
                 raise AssertionError(f"{layer.name}: the two col2im transposes differ by {err:.1e}")
-        medians = suite.interleaved_medians(compiled, arrays, rounds, load)
-        tap, axis = (medians[name] * 1e3 for name in VARIANTS)
+        ms = {name: t * 1e3 for name, t in suite.interleaved_medians(compiled, arrays, rounds, load).items()}
+        s_, ops = ({name: b[i] for name, b in built.items()} for i in (1, 2))
         kernel = (layer.kernel,) * layer.ndim
         small = small_columns(layer.y_shape, layer.w_shape, layer.groups)
-        library = "by axis" if transposes_by_axis(kernel, (layer.stride,) * layer.ndim, small) else "by tap"
-        print(f"| {layer.name} | {np.prod(kernel)} / {sum(kernel)} | {tap:.3g} | {axis:.3g} | {axis / tap:.2f}x "
-              f"| {compile_s['by tap']:.2f}, {compile_s['by axis']:.2f} | {ops['by tap']}, {ops['by axis']} "
-              f"| {library} |", flush=True)  # fmt: skip
+        spec = suite.layer_spec(layer)
+        by_axis = _scatter.transposes_by_axis(kernel, spec.stride, small)
+        library = "one element" if one_element(layer.spatial, spec) else "by axis" if by_axis else "by tap"
+        print(f"| {layer.name} | {np.prod(kernel)} / {sum(kernel)} | {ms['by tap']:.3g} | {ms['by axis']:.3g} "
+              f"| {ms['by axis'] / ms['by tap']:.2f}x | {s_['by tap']:.2f}, {s_['by axis']:.2f} "
+              f"| {ops['by tap']}, {ops['by axis']} | {ms['auto by tap']:.3g}, {ms['auto']:.3g} "
+              f"| {s_['auto by tap']:.2f}, {s_['auto']:.2f} | {ops['auto by tap']}, {ops['auto']} | {library} |",
+              flush=True)  # fmt: skip
     print()
     print(load.finish().describe())
 
