@@ -99,8 +99,9 @@ def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...], small: 
     axis's phases have unequal taps (`k % s != 0`, the k3 s2 U-Nets) it compiles fewer ops in
     the same time, a tie. With equal phases (DCGAN's k4 s2) its extra passes cost more than
     they save on large layers; on `small` ones (`small_columns`) where taps overlap (`k > s`),
-    a DCGAN generator's k4 s2 layers, it halves the compiled ops and cuts the compile time for
-    about the same run time (`col2im_transpose.py --generator`, BENCHMARKS.md)."""
+    a DCGAN generator's k4 s2 layers, it halves the compiled ops and cuts the compile time; under
+    `auto` (their kernel gradient) it ran as fast or faster, the form's own fwd+bwd slower on one
+    of them (`col2im_transpose.py --generator`, BENCHMARKS.md)."""
     uneven = any(s > 1 and k % s for k, s in zip(kernel, stride, strict=True))
     overlap = any(k > s for k, s in zip(kernel, stride, strict=True))
     return uneven or math.prod(kernel) >= 3 * sum(kernel) or (small and overlap)
