@@ -41,7 +41,7 @@ def test_grid_matches_torch(cfg):
 def test_grid_matches_torch_as_a_large_layer(cfg, monkeypatch):
     """The grid again with every layer taken as large (`small_columns` False): where taps overlap on
     equal phases, the backward's im2col is then one slice per tap, as on DCGAN-sized layers."""
-    monkeypatch.setattr(_scatter, "SMALL_COLUMNS", -1)
+    monkeypatch.setattr(_scatter, "_SMALL_COLUMNS", -1)
     check_against_torch(cfg, "scatter")
 
 
