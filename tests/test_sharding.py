@@ -41,7 +41,8 @@ line = Mesh(np.array(jax.devices()), ("sp",))
 grid = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
 only = sys.argv[1].split(",") if len(sys.argv) > 1 else [*FORMS, "auto"]
 
-# 2-D k4 s2 p1 (auto: subpixel, fused phases); 3-D k3 s2 p1 op1 (auto: scatter; subpixel per phase).
+# 2-D k4 s2 p1 (auto: subpixel forward, fused phases; on a layer this small, scatter's gradients); 3-D k3 s2 p1 op1
+# (auto: scatter; subpixel per phase).
 # Output sizes divide 8; C_out divides the 'model' axis.
 # (y shape, w shape, keywords); torch (the oracle of the other tests) is not imported: it costs seconds here.
 CONFIGS = [
