@@ -22,9 +22,11 @@ CONFIGS = {
     "strided dilated grouped": Config(2, 4, 3, 2, (4, 5), (3, 2), (2, 3), (1, 0), (1, 2), (1, 2)),
     "stride 1": Config(1, 2, 3, 1, (5,), (3,), (1,), (1,), (0,), (1,)),
     "3-D k3 s2 op1": Config(1, 2, 2, 1, (2, 3, 2), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1)),
-    # >= 64 channels: auto takes the vjp form's input gradient and subpixel's kernel gradient
+    # >= 64 channels: auto takes the vjp form's input gradient and, on a layer this small, scatter's kernel gradient
     "DCGAN 64 ch, mixed gradients": Config(1, 64, 64, 1, (3, 3), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),
 }
+# ... and subpixel's kernel gradient on a large one (the scatter form's columns: 48 * 48 * 16 taps * 64 > 2**21)
+LARGE_MIX = Config(1, 64, 64, 1, (48, 48), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))
 
 
 def _sub_jaxprs(params):
@@ -57,11 +59,16 @@ def _forward_and_backward(cfg, method, dtype, **options):
     return list(products(jax.make_jaxpr(fwd_bwd)(y, w).jaxpr))
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("method", METHODS)
+HALF_CASES = [
+    *(pytest.param(cfg, method, id=f"{method}-{name}") for name, cfg in CONFIGS.items() for method in METHODS),
+    pytest.param(LARGE_MIX, "auto", id="auto-DCGAN 64 ch, large, mixed gradients"),
+]
+
+
+@pytest.mark.parametrize("cfg, method", HALF_CASES)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_half_precision_operands_in_every_product_forward_and_backward(name, method, dtype):
-    found = _forward_and_backward(CONFIGS[name], method, dtype)
+def test_half_precision_operands_in_every_product_forward_and_backward(cfg, method, dtype):
+    found = _forward_and_backward(cfg, method, dtype)
     assert len(found) >= 3, found  # the forward and both gradients
     wide = [(prim, dtypes) for prim, dtypes, _ in found if set(dtypes) != {np.dtype(dtype).name}]
     assert not wide, f"products with operands wider than {np.dtype(dtype).name}: {wide}"
