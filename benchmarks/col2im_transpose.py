@@ -20,7 +20,6 @@ this script measures both on every layer of the suite (or of the bench's DCGAN g
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -67,15 +66,7 @@ def compile_cold(f, arrays):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--only", help="layers whose name starts with this")
-    parser.add_argument("--quick", action="store_true", help="the tiny layers, 2 rounds (a smoke test)")
-    parser.add_argument("--generator", action="store_true", help="the DCGAN generator's layers")
-    args = parser.parse_args(argv)
-    layers = suite.TINY if args.quick else suite.GENERATOR if args.generator else suite.LAYERS
-    layers = [la for la in layers if not args.only or la.name.startswith(args.only)]
-    rounds = 2 if args.quick else args.rounds
+    layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 9, argv)
     load = suite.Load()
     print(f"jax {jax.__version__}, {os.cpu_count()} cores, {rounds} interleaved rounds; fwd+bwd median ms")
     print("| layer | kernel taps / per axis | by tap ms | by axis ms | by axis / by tap | compile s (by tap, by axis) "

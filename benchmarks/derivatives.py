@@ -18,7 +18,6 @@ bench's DCGAN generator, `suite.GENERATOR`):
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -101,15 +100,7 @@ def fwd_bwd_table(layer: suite.Layer, fastest: dict, rounds: int) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", help="layers whose name starts with this")
-    parser.add_argument("--quick", action="store_true", help="the tiny layers, 2 rounds (a smoke test)")
-    parser.add_argument("--generator", action="store_true", help="the DCGAN generator's layers")
-    args = parser.parse_args(argv)
-    layers = suite.TINY if args.quick else suite.GENERATOR if args.generator else suite.LAYERS
-    layers = [la for la in layers if not args.only or la.name.startswith(args.only)]
-    rounds = 2 if args.quick else args.rounds
+    layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 7, argv)
     load = suite.Load()
     print(f"jax {jax.__version__}, {os.cpu_count()} cores, {rounds} interleaved rounds; median ms")
     print("| layer | gradient | " + " | ".join(FORMS) + " | fastest | auto takes |")

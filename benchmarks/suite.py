@@ -8,6 +8,7 @@ before it is timed; interleaved timing; and the machine's load average while it 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -122,6 +123,21 @@ TINY_GENERATOR = (
     Layer("g2 4x4 -> 8x8", 2, 8, 4, (4, 4), 4, 2, 1),
     Layer("g3 8x8 -> 16x16", 2, 4, 3, (8, 8), 4, 2, 1),
 )
+
+
+def layers_from_arguments(description: str, rounds: int, argv=None) -> tuple[list[Layer], int]:
+    """The layers and rounds a per-layer script was asked for: `--rounds`, `--only NAME` (layers whose
+    name starts with it), `--quick` (the tiny layers, 2 rounds: a smoke test), `--generator` (the DCGAN
+    generator's layers)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--only", help="layers whose name starts with this")
+    parser.add_argument("--quick", action="store_true", help="the tiny layers, 2 rounds (a smoke test)")
+    parser.add_argument("--generator", action="store_true", help="the DCGAN generator's layers")
+    args = parser.parse_args(argv)
+    layers = TINY if args.quick else GENERATOR if args.generator else LAYERS
+    layers = [la for la in layers if not args.only or la.name.startswith(args.only)]
+    return layers, 2 if args.quick else args.rounds
 
 
 def layer_spec(layer: Layer) -> Spec:
