@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import transconv_jax as tc
+from transconv_jax._spec import conv_transpose_spec
 
 # JAX's own hypothesis settings: reproducible, no deadline, no database.
 HYPOTHESIS = settings(
@@ -59,6 +60,12 @@ class Config:
             dilation=self.dilation,
             groups=self.groups,
         )
+
+    def spec(self):
+        """The canonical `Spec` that `conv_transpose` builds for these arguments."""
+        y, w = jnp.empty(self.y_shape), jnp.empty(self.w_shape)
+        none = dict(bias=None, output_shape=None, dimension_numbers=None, precision=None)
+        return conv_transpose_spec(y, w, **self.kwargs, **none)[0]
 
     def out_spatial(self):
         return tc.conv_transpose_output_shape(

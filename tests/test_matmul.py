@@ -10,7 +10,7 @@ from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, config
 
 import transconv_jax as tc
 from transconv_jax import _matmul
-from transconv_jax._spec import conv_transpose_spec, transpose_spatial
+from transconv_jax._spec import transpose_spatial
 
 # conv cases: w shape (C_out, C_in // g, *k), input_shape (C_in, *spatial), stride, padding, dilation, groups
 CONV_CASES = [
@@ -181,13 +181,9 @@ def test_nan_spreads_over_the_example_only_in_the_dense_form(kind):
 
 
 def _sizes(cfg):
-    spec, _ = conv_transpose_spec(*map(jnp.empty, (cfg.y_shape, cfg.w_shape)), **_spec_kwargs(cfg))
+    spec = cfg.spec()
     in_shape = (cfg.c_out_per_group * cfg.groups, *transpose_spatial(cfg.spatial, cfg.kernel, spec))
     return _matmul.matrix_sizes(cfg.w_shape, in_shape, spec, np.float32)
-
-
-def _spec_kwargs(cfg):
-    return dict(cfg.kwargs, bias=None, output_shape=None, dimension_numbers=None, precision=None)
 
 
 def _kind(cfg, budget=None):

@@ -15,7 +15,6 @@ import transconv_jax as tc
 from transconv_jax import _scatter
 from transconv_jax._dispatch import auto_method
 from transconv_jax._scatter import conv_transpose_scatter_form, transposes_by_axis
-from transconv_jax._spec import conv_transpose_spec
 
 GRID = [
     *oracle.GRID,
@@ -72,7 +71,7 @@ def _primitive_counts(cfg, scale):
     """How often the scatter form's program, and its backward alone, use a dot, a pad and a convolution
     (counted into the custom_jvp's inner jaxprs), with the batch and every spatial size times `scale`."""
     y, w = jnp.ones((cfg.batch * scale, cfg.c_in, *(n * scale for n in cfg.spatial))), jnp.ones(cfg.w_shape)
-    spec = _spec(cfg, y, w)
+    spec = cfg.spec()
     form = lambda y, w: conv_transpose_scatter_form(y, w, spec)  # noqa: E731
     out, backward = jax.vjp(form, y, w)
     counts = []
@@ -126,23 +125,13 @@ def test_one_element_input_is_scatter_under_auto():
     """A DCGAN generator's first layer (1x1 -> 4x4, k4 s1): `auto` takes the scatter form for the
     forward and both gradients on CPU (one GEMM each, no col2im), and equals PyTorch."""
     cfg = Config(8, 16, 32, 1, (1, 1), (4, 4), (1, 1), (0, 0), (0, 0), (1, 1))
-    y, w = cfg.arrays()
-    spec, _ = conv_transpose_spec(y, w, None, 1, 0, 0, 1, 1, None, None, None, None, None)
-    picks = [auto_method(spec, y.shape, w.shape, derivatives=d) for d in (None, "input", "kernel")]
-    assert picks == ["scatter"] * 3
+    assert _picks(cfg) == ["scatter"] * 3
     check_against_torch(cfg, "auto")
 
 
-def _spec(cfg, y, w):
-    kw = cfg.kwargs
-    args = (None, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"], kw["dilation"], None, None, None)
-    return conv_transpose_spec(y, w, *args)[0]
-
-
 def _picks(cfg):
-    y, w = np.zeros(cfg.y_shape, np.float32), np.zeros(cfg.w_shape, np.float32)
-    spec = _spec(cfg, y, w)
-    return [auto_method(spec, y.shape, w.shape, derivatives=d) for d in (None, "input", "kernel")]
+    """What `auto` runs for `cfg` on CPU: the forward's form, the input gradient's and the kernel gradient's."""
+    return [auto_method(cfg.spec(), cfg.y_shape, cfg.w_shape, derivatives=d) for d in (None, "input", "kernel")]
 
 
 def test_small_layers_take_scatter_gradients_under_auto():

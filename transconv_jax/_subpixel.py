@@ -241,18 +241,18 @@ def _align(phases: jax.Array, axes) -> jax.Array:
     (FCN-8s's 64) each axis is re-cut in turn: two slices and a concatenate per axis.
     """
     nd = len(axes)
-    x = phases.reshape(*phases.shape[:-1], *(len(a.phases) for a in axes))
+    sizes = [len(a.phases) for a in axes]
     if phases.shape[-1] <= _ALIGN_PHASES:
         pieces = lax.split(phases, (1,) * phases.shape[-1], axis=phases.ndim - 1)
-        sizes = [len(a.phases) for a in axes]
         parts = []
-        for combo in itertools.product(*(range(len(a.phases)) for a in axes)):
+        for combo in itertools.product(*map(range, sizes)):
             source = [(r + a.crop[0]) % len(a.phases) for r, a in zip(combo, axes, strict=True)]
             part = lax.squeeze(pieces[int(np.ravel_multi_index(source, sizes))], (phases.ndim - 1,))
             for i, (r, a) in enumerate(zip(combo, axes, strict=True)):
                 part = _shift_rows(part, 1 + i, (r + a.crop[0]) // len(a.phases), a.out_rows)
             parts.append(part)
         return jnp.stack(parts, axis=-1)
+    x = phases.reshape(*phases.shape[:-1], *sizes)
     for i, a in enumerate(axes):
         s, lo, phase_axis = len(a.phases), a.crop[0], 2 + nd + i
         # output phases 0 .. s - lo - 1 are uncropped phases lo .. s - 1 from row 0; the last lo
@@ -393,7 +393,7 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
             prod = lax.dot_general(batched, kernel, (((2,), (1,)), ((0,), (0,))), conv.precision, acc)
             out = jnp.moveaxis(prod, 0, -2)  # (rows, G, C_out/G)
     else:  # the first tap starts the sum (its type, sharding included, is the carry's), the rest scan
-        step = jax.checkpoint(lambda acc, tap: (acc + term(tap[0], tap[1]), None))
+        step = jax.checkpoint(lambda total, tap: (total + term(tap[0], tap[1]), None))
         out, _ = lax.scan(step, term(starts[0], wg[0]), (jnp.asarray(starts[1:], np.int32), wg[1:]))
     return out.reshape(*size[:-chan], w.shape[-1])
 
