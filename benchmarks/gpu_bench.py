@@ -1,24 +1,31 @@
 """`benchmarks/gpu.sh`: the decoder-layer suite on one GPU, float32 and bfloat16, every method against
 `jax.lax.conv_transpose` and PyTorch (cuDNN).
 
-Per layer and dtype: every contender compiled (several at once, in threads), checked against
+The layers are the CPU suite's with the batch times `--batch-scale` (8: a GPU's batch, so that a
+call is the device's work rather than its launch). Per layer and dtype: every contender compiled
+(several at once, in threads; one still compiling after `--compile-s` is left out), checked against
 PyTorch in float64 (value and both gradients; a contender that disagrees is reported, not timed),
-then forward and forward+backward timed in interleaved rounds (medians; `block_until_ready` for
-JAX, `torch.cuda.synchronize` for PyTorch), and memory: XLA's plan of one fwd+bwd (outputs +
-temporaries, `compiled.memory_analysis()`) and, for PyTorch, the growth of
-`torch.cuda.max_memory_allocated` over one fwd+bwd. The device's peak (`memory_stats()`) is
-reported for the whole run. Writes `gpu_bench.md` and `gpu_bench.json` to `$OUT` if set, else
-`bench_out/`. `--dry-run` runs the same code on CPU on one tiny layer in a few seconds.
+then forward and forward+backward timed in interleaved rounds. Each sample is about `--sample-s` of
+back-to-back calls, waited for once (`block_until_ready` for JAX, `torch.cuda.synchronize` for
+PyTorch, with `cudnn.benchmark` on as XLA autotunes its own); the table gives the median time per
+call. Memory: XLA's plan of one fwd+bwd (outputs + temporaries, `compiled.memory_analysis()`) and,
+for PyTorch, the growth of `torch.cuda.max_memory_allocated` over one fwd+bwd; the device's peak
+(`memory_stats()`) for the whole run. A contender or layer that fails on the device is reported
+with its error and the rest still run; the tables are written after every layer, to `$OUT` if set,
+else `bench_out/` (`gpu_bench.md`, `gpu_bench.json`). `--dry-run` runs the same code on CPU on one
+tiny layer in a few seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import dataclasses
 import json
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +37,10 @@ DTYPES = ("float32", "bfloat16")
 FLAG = 1.05
 
 
-def build_all(layer: Layer, dtype: str, workers: int) -> dict[str, Contender | str]:
+def build_all(layer: Layer, dtype: str, workers: int, compile_s: float) -> dict[str, Contender | str]:
     """Every contender for one layer and dtype; a string says why one is missing. JAX's compiles
-    run in threads (XLA releases the GIL), so compile times are not reported here."""
+    run in threads (XLA releases the GIL), so compile times are not reported here; a contender
+    still compiling after `compile_s` is left out (its thread runs on; `main` ends with `os._exit`)."""
 
     def one(name):
         try:
@@ -41,10 +49,17 @@ def build_all(layer: Layer, dtype: str, workers: int) -> dict[str, Contender | s
             return f"n/a ({str(e)[:40]})"
         except ValueError as e:
             return "n/a (memory guard)" if name == "matmul" else f"n/a ({str(e)[:40]})"
+        except Exception as e:  # a failure on this device is a finding: report it, go on with the rest
+            traceback.print_exc()
+            return f"ERROR ({type(e).__name__}: {str(e)[:60]})"
 
     jax_names = [n for n in CONTENDERS if n != "torch"]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        built = dict(zip(jax_names, pool.map(one, jax_names)))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    futures = {name: pool.submit(one, name) for name in jax_names}
+    concurrent.futures.wait(futures.values(), timeout=compile_s)
+    pool.shutdown(wait=False, cancel_futures=True)
+    late = f"n/a (compile > {compile_s:g} s)"
+    built = {n: late if f.cancelled() or not f.done() else f.result() for n, f in futures.items()}
     return built | {"torch": one("torch")}
 
 
@@ -61,28 +76,35 @@ def torch_peak(c: Contender) -> int | None:
     return torch.cuda.max_memory_allocated() - base
 
 
-def run_layer(layer: Layer, dtype: str, rounds: int, workers: int, load: Load) -> dict:
+def run_layer(layer: Layer, dtype: str, args: argparse.Namespace, load: Load) -> dict:
     """Build, check, measure memory and time every contender of one layer in one dtype."""
     ref = suite.reference(layer, jnp.dtype(dtype))
-    built = build_all(layer, dtype, workers)
+    built = build_all(layer, dtype, args.workers, args.compile_s)
     live, notes, errors, memory = {}, {}, {}, {}
     for name, c in built.items():
         if isinstance(c, str):
             notes[name] = c
             continue
-        errors[name] = suite.check(c, ref)
+        try:
+            errors[name] = suite.check(c, ref)
+        except Exception as e:
+            traceback.print_exc()
+            notes[name] = f"ERROR ({type(e).__name__}: {str(e)[:60]})"
+            continue
         if errors[name] > suite.tolerance(jnp.dtype(dtype)):
             notes[name] = f"WRONG (error {errors[name]:.1e})"
             continue
         live[name] = c
         memory[name] = torch_peak(c) if name == "torch" else sum(c.memory.values()) if c.memory else None
-    times = suite.time_contenders(live, rounds, load)
+    times = suite.time_contenders(live, args.rounds, load, sample_s=args.sample_s)
     return {"times": times, "notes": notes, "errors": errors, "memory": memory, "auto": _pick(layer)}
 
 
 def _pick(layer: Layer) -> str:
+    """The forms `auto` runs on this device: forward, and (after '/') the input and kernel gradients."""
+    platform = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
     try:
-        return suite.auto_pick(layer, jax.default_backend())
+        return suite.auto_label(layer, platform)
     except Exception as e:  # the dispatcher's platform names may differ; the table still has auto's own times
         return f"? ({type(e).__name__})"
 
@@ -141,13 +163,16 @@ def _header(args, elapsed: float, load: Load, skipped: list[str]) -> list[str]:
     dev = jax.devices()[0]
     cudnn = torch.backends.cudnn.version() if torch.cuda.is_available() else None
     lines = [
-        f"Command: `benchmarks/gpu.sh {' '.join(args.argv)}`. Device: {dev.device_kind} ({jax.default_backend()}); "
+        f"Command: `benchmarks/gpu.sh {' '.join(args.argv)}` at commit {os.environ.get('BENCH_COMMIT', 'unknown')}. Device: {dev.device_kind} ({jax.default_backend()}); "
         f"jax {jax.__version__}, torch {torch.__version__} (cuDNN {cudnn}, "
         f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, cudnn.benchmark={torch.backends.cudnn.benchmark}); "
-        f"jax_default_matmul_precision={jax.config.jax_default_matmul_precision}; {args.rounds} interleaved rounds; "
+        f"jax_default_matmul_precision={jax.config.jax_default_matmul_precision}; {args.rounds} interleaved rounds, "
+        f"each sample {args.sample_s * 1e3:g} ms of back-to-back calls (at most {suite.MAX_REPEAT}); "
         f"{elapsed:.0f} s in all; device peak memory of the whole run {device_peak()}.",
         "",
         "Host " + load.describe(),
+        "",
+        f"Layers (the CPU suite's, batch x{args.batch_scale}): " + "; ".join(args.layers) + ".",
     ]
     if args.dry_run:
         lines += ["", "**Dry run**: a tiny layer on CPU; the timings mean nothing."]
@@ -163,34 +188,56 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", default="", help="run only layers whose name contains this text")
     parser.add_argument("--budget-s", type=float, default=400, help="start no new layer after this many seconds")
     parser.add_argument("--workers", type=int, default=8, help="threads compiling JAX contenders (default 8)")
+    parser.add_argument("--compile-s", type=float, default=90, help="leave out a contender still compiling after this")
+    parser.add_argument("--batch-scale", type=int, default=8,
+                        help="each layer's batch times this (default 8: a GPU's batch; the CPU suite's is 2-8)")  # fmt: skip
+    parser.add_argument("--sample-s", type=float, default=0.005,
+                        help="each timing sample: back-to-back calls for about this long (default 0.005)")  # fmt: skip
     args = parser.parse_args(argv)
     args.argv = argv
     if args.dry_run:
         jax.config.update("jax_platforms", "cpu")
-        args.rounds, args.workers = min(args.rounds, 2), min(args.workers, os.cpu_count() or 1)
+        args.rounds, args.workers, args.batch_scale = min(args.rounds, 2), min(args.workers, os.cpu_count() or 1), 1
     elif jax.default_backend() == "cpu":
         print("gpu_bench: jax sees no GPU; use --dry-run to run on CPU", file=sys.stderr)
         return 2
-    layers = [layer for layer in (TINY[:1] if args.dry_run else LAYERS) if args.only.lower() in layer.name.lower()]
+    else:
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # cuDNN picks its kernels by timing them, as XLA's autotuner does
+    layers = [dataclasses.replace(layer, batch=layer.batch * args.batch_scale)
+              for layer in (TINY[:1] if args.dry_run else LAYERS) if args.only.lower() in layer.name.lower()]  # fmt: skip
+    args.layers = [f"{layer.name}: {layer.describe()}" for layer in layers]
     start, load, results, skipped = time.monotonic(), Load(), {}, []
+    out = os.environ.get("OUT") or "bench_out"
+    os.makedirs(out, exist_ok=True)
     for layer in layers:
         if time.monotonic() - start > args.budget_s:
             skipped.append(layer.name)
             continue
         results[layer.name] = {}
         for dtype in DTYPES:
-            print(f"gpu_bench: {layer.name} {dtype} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
-            results[layer.name][dtype] = run_layer(layer, dtype, args.rounds, args.workers, load)
-    header = _header(args, time.monotonic() - start, load.finish(), skipped)
-    out = os.environ.get("OUT") or "bench_out"
-    os.makedirs(out, exist_ok=True)
+            print(f"gpu_bench: {layer.name} {dtype} ({time.monotonic() - start:.0f} s)", file=sys.stderr, flush=True)
+            try:
+                results[layer.name][dtype] = run_layer(layer, dtype, args, load)
+            except Exception:  # a layer that breaks the bench is reported, and the others still run
+                traceback.print_exc()
+                print(f"gpu_bench: {layer.name} {dtype} FAILED, see the traceback above", file=sys.stderr)
+        text = write(out, results, _header(args, time.monotonic() - start, load, skipped))  # after every layer
+    text = write(out, results, _header(args, time.monotonic() - start, load.finish(), skipped))
+    print(text, flush=True)
+    sys.stderr.flush()
+    os._exit(0)  # not waiting for a compile thread left running by `build_all`
+
+
+def write(out: str, results: dict, header: list[str]) -> str:
+    """Write `gpu_bench.md` and `gpu_bench.json` to `out`; returns the markdown."""
     text = markdown(results, header)
     with open(os.path.join(out, "gpu_bench.md"), "w") as f:
         f.write(text)
     with open(os.path.join(out, "gpu_bench.json"), "w") as f:
         json.dump({"header": header, "results": results}, f, indent=1, default=str)
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":

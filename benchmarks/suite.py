@@ -23,11 +23,12 @@ import numpy as np
 
 import transconv_jax as tc
 from transconv_jax._conv import flip_kernel
-from transconv_jax._dispatch import FORMS, auto_method
+from transconv_jax._dispatch import FORMS, auto_forms, auto_method
 from transconv_jax._spec import Spec, conv_transpose_spec, dilated_kernel
 
 METHODS = ("auto", *FORMS)  # every `method=` of `conv_transpose`
 SLOW_S = 0.5  # a contender slower than this per fwd+bwd is timed in 3 rounds only
+MAX_REPEAT = 200  # most back-to-back calls in one timing sample (`time_contenders(sample_s=...)`)
 # A machine is "quiet" when the 1-min load average was at most QUIET_BEFORE per core before the
 # run and at most QUIET_DURING per core while it ran (the bench itself keeps every core busy).
 QUIET_BEFORE, QUIET_DURING = 0.25, 1.25
@@ -152,6 +153,13 @@ def auto_pick(layer: Layer, platform: str, derivatives: str | None = None) -> st
     """The form `method="auto"` runs for `layer` on `platform` ('cpu', 'cuda', ...); with `derivatives`
     ("input" or "kernel"), the form whose gradient it takes."""
     return auto_method(layer_spec(layer), layer.y_shape, layer.w_shape, platform=platform, derivatives=derivatives)
+
+
+def auto_label(layer: Layer, platform: str) -> str:
+    """The forms `method="auto"` runs for `layer` on `platform`: 'vjp' when one form does it all, else
+    'forward / input gradient / kernel gradient', e.g. 'vjp / scatter / scatter'."""
+    forms = auto_forms(layer_spec(layer), layer.y_shape, layer.w_shape, platform)
+    return forms[0] if len(set(forms)) == 1 else " / ".join(forms)
 
 
 # ------------------------------------------------------------------------------ contenders
@@ -384,23 +392,37 @@ class Load:
                 f"{QUIET_DURING * cores:g}); other programs shared the machine, so these timings are noisy.")  # fmt: skip
 
 
-def time_once(c: Contender, fn: Callable) -> float:
+def time_once(c: Contender, fn: Callable, repeat: int = 1) -> float:
+    """Seconds per call of `fn` over `repeat` back-to-back calls, waited for once at the end."""
     start = time.perf_counter()
+    for _ in range(repeat - 1):
+        fn(*c.args)
     c.sync(fn(*c.args))
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / repeat
 
 
-def time_contenders(live: dict[str, Contender], rounds: int, load: Load) -> dict[str, dict[str, float]]:
-    """Interleave the contenders: each round runs every one once (forward, then fwd+bwd); medians."""
+def time_contenders(
+    live: dict[str, Contender], rounds: int, load: Load, sample_s: float = 0.0
+) -> dict[str, dict[str, float]]:
+    """Interleave the contenders: each round runs every one once (forward, then fwd+bwd); medians.
+
+    With `sample_s` (the GPU bench), each sample is as many back-to-back calls as take about that
+    long (at most `MAX_REPEAT`), so a sample measures the device's time per call, not one call's
+    dispatch and wait; with 0 (the CPU bench) each sample is one call."""
     times = {k: {"fwd": [], "fwd_bwd": []} for k in live}
-    for c in live.values():  # warm-up
-        time_once(c, c.fwd), time_once(c, c.fwd_bwd)
+    repeat = {}
+    for name, c in live.items():  # warm-up, and how many calls make one sample
+        for phase in ("fwd", "fwd_bwd"):
+            once = time_once(c, getattr(c, phase))
+            if sample_s:
+                once = time_once(c, getattr(c, phase))
+            repeat[name, phase] = max(1, min(MAX_REPEAT, round(sample_s / once))) if sample_s else 1
     for r in range(rounds):
         for name, c in live.items():
             if r >= 3 and statistics.median(times[name]["fwd_bwd"]) > SLOW_S:
                 continue
-            times[name]["fwd"].append(time_once(c, c.fwd))
-            times[name]["fwd_bwd"].append(time_once(c, c.fwd_bwd))
+            for phase in ("fwd", "fwd_bwd"):
+                times[name][phase].append(time_once(c, getattr(c, phase), repeat[name, phase]))
         load.sample()
     return {k: {p: statistics.median(v) for p, v in t.items()} for k, t in times.items()}
 

@@ -196,6 +196,15 @@ def auto_method(
     return "scatter" if derivatives and small_columns(y_shape, w_shape, spec.groups) else "subpixel"
 
 
+def auto_forms(
+    spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], platform: str
+) -> tuple[Method, Method, Method]:
+    """The forms `method="auto"` runs when lowered for `platform`: its forward's, and those whose
+    input and kernel gradients it takes (`auto_form`'s derivatives; the CPU policy's on every platform)."""
+    gradients = (auto_method(spec, y_shape, w_shape, platform="cpu", derivatives=d) for d in ("input", "kernel"))
+    return auto_method(spec, y_shape, w_shape, platform=platform), *gradients
+
+
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _apply(y, w, bias, spec: Spec, layout: Layout, method: Method) -> jax.Array:
     y, w = to_canonical(add_batch_axis(y, layout), layout.lhs), to_canonical(w, layout.rhs)
@@ -235,7 +244,7 @@ def _auto_form_jvp(spec, primals, tangents):
     ty, tw = tangents
     out = auto_form(y, w, spec)
     zero = jax.custom_derivatives.SymbolicZero
-    names = [auto_method(spec, y.shape, w.shape, platform="cpu", derivatives=d) for d in ("input", "kernel")]
+    names = auto_forms(spec, y.shape, w.shape, platform="cpu")[1:]
     d_in, d_kernel = (_named_form(name, spec) for name in names)
     if names[0] == names[1] and not isinstance(ty, zero) and not isinstance(tw, zero):  # one form: trace it once
         return out, jax.jvp(d_in, primals, tangents)[1]
