@@ -12,6 +12,7 @@ from oracle import GRID, HYPOTHESIS, Config, assert_close, check_against_torch, 
 
 import transconv_jax as tc
 from transconv_jax._spec import Spec
+from transconv_jax import _subpixel
 from transconv_jax._subpixel import plan
 
 FUSED = [
@@ -26,6 +27,21 @@ FUSED = [
 @pytest.mark.parametrize("method", ["subpixel", "auto"])
 def test_grid_matches_torch(cfg, method):
     check_against_torch(cfg, method)
+
+
+@pytest.fixture
+def one_tap_at_a_time(monkeypatch):
+    """Every shifted window over `_SCAN_BYTES`: `_tap_matmuls` scans over the taps (large layers, e.g.
+    a GPU's batch of U-Net k3 s2), which no layer of the grid reaches otherwise."""
+    monkeypatch.setattr(_subpixel, "_SCAN_BYTES", 0)
+    jax.clear_caches()  # `conv_transpose`'s jit would return programs traced without the patch
+    yield
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize("cfg", GRID + FUSED, ids=str)
+def test_grid_matches_torch_one_tap_at_a_time(cfg, one_tap_at_a_time):
+    check_against_torch(cfg, "subpixel")
 
 
 @HYPOTHESIS

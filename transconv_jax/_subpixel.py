@@ -393,8 +393,17 @@ def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
             prod = lax.dot_general(batched, kernel, (((2,), (1,)), ((0,), (0,))), conv.precision, acc)
             out = jnp.moveaxis(prod, 0, -2)  # (rows, G, C_out/G)
     else:  # the first tap starts the sum (its type, sharding included, is the carry's), the rest scan
-        step = jax.checkpoint(lambda total, tap: (total + term(tap[0], tap[1]), None))
-        out, _ = lax.scan(step, term(starts[0], wg[0]), (jnp.asarray(starts[1:], np.int32), wg[1:]))
+        offsets = np.asarray(starts[1:], np.int32).T  # per axis of xg, the other taps' starts
+        moving = [axis for axis, o in enumerate(offsets) if o.any()]
+
+        def step(total, tap):
+            start = [0] * xg.ndim  # a list of scalars, as `lax.dynamic_slice` documents its indices
+            for axis, offset in zip(moving, tap[0], strict=True):
+                start[axis] = offset
+            return total + term(start, tap[1]), None
+
+        taps = (tuple(jnp.asarray(offsets[axis]) for axis in moving), wg[1:])
+        out, _ = lax.scan(jax.checkpoint(step), term(starts[0], wg[0]), taps)
     return out.reshape(*size[:-chan], w.shape[-1])
 
 
