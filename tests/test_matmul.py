@@ -6,7 +6,7 @@ import jax.test_util
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, configs
+from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, configs, torch_conv_transpose
 
 import transconv_jax as tc
 from transconv_jax import _matmul
@@ -152,6 +152,31 @@ def test_matmul_sparse_random_configs_match_torch(cfg):
     # dense does not fit (unless it is the smaller), sparse does
     assert _kind(cfg, sparse) == ("dense" if dense <= sparse else "sparse")
     check_against_torch(cfg, "matmul", matrix_budget=sparse)
+
+
+def test_matmul_sparse_in_bf16_compiles_forward_and_backward():
+    """bf16 operands go through `accumulate`'s custom_jvp, whose non-differentiable product holds the
+    sparse matrix's indices; computed with jax.numpy under the trace they were a traced value, and
+    every jitted bf16 fwd+bwd of the sparse form failed to lower ('No constant handler'; the GPU
+    bench's grouped layer). Values and gradients against PyTorch on the bf16-rounded inputs."""
+    cfg = GRID[2]
+    budget = _sizes(cfg)[3]
+    assert _kind(cfg, budget) == "sparse"
+    y, w = (jnp.asarray(a, jnp.bfloat16) for a in cfg.arrays(3))
+    f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method="matmul", matrix_budget=budget)  # noqa: E731
+
+    @jax.jit
+    def fwd_bwd(y, w, cot):
+        out, vjp = jax.vjp(f, y, w)
+        return out, *vjp(cot)
+
+    cot = np.random.default_rng(4).standard_normal((cfg.batch, cfg.c_out_per_group * cfg.groups, *cfg.out_spatial()))
+    cot = jnp.asarray(cot, jnp.bfloat16)
+    as32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    expected = torch_conv_transpose(as32(y), as32(w), cfg, as32(cot))
+    for a, b in zip(fwd_bwd(y, w, cot), expected, strict=True):
+        assert a.dtype == jnp.bfloat16
+        assert_close(as32(a), b, rtol=2**-6)
 
 
 def test_matmul_equals_vjp_form_with_nhwc_layout():

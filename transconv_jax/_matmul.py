@@ -149,7 +149,7 @@ def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.
     flat = reshape(y, (y.shape[0], math.prod(y.shape[1:])), (0, 1))
     rows, cols, _, _ = matrix_sizes(w.shape, in_shape, spec, w.dtype)
     row, col, tap = _entries(w.shape, in_shape, spec)
-    product = functools.partial(_sparse_product, indices=jnp.stack([row, col], axis=1), shape=(rows, cols))
+    product = functools.partial(_sparse_product, indices=np.stack([row, col], axis=1), shape=(rows, cols))
     out = accumulate(product, flat, _taps(w.reshape(-1), tap), acc)
     return reshape(out, (y.shape[0], *in_shape), (0, 1, *(None,) * (len(in_shape) - 1)))
 
@@ -272,7 +272,7 @@ def _axis_taps(n_in, n_out, k, s, d, lo) -> tuple[np.ndarray, np.ndarray, np.nda
 # ----------------------------------------------------------------------------- the matrix
 
 
-def _entries(w_shape, input_shape, spec: Spec) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _entries(w_shape, input_shape, spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row, column and flat kernel index of every structural nonzero, as flat int32 arrays.
 
     The axes are (C_out, C_in // groups, pairs of axis 1, ..., pairs of axis D); each index is
@@ -294,13 +294,18 @@ def _stride(shape, axis) -> int:
     return math.prod(shape[axis + 1 :])
 
 
-def _broadcast_sum(parts) -> jax.Array:
-    """Sum 1-D arrays, the i-th along axis i of an outer product, flattened (int32)."""
-    total = jnp.zeros((1,) * len(parts), jnp.int32)
+def _broadcast_sum(parts) -> np.ndarray:
+    """Sum 1-D arrays, the i-th along axis i of an outer product, flattened (int32).
+
+    NumPy: the indices are static facts of the shapes. (Computed with `jax.numpy` under a trace they
+    are traced values, which a `custom_jvp`'s non-differentiable argument must not hold: the sparse
+    product's indices are one, in `accumulate`.)
+    """
+    total = np.zeros((1,) * len(parts), np.int32)
     for i, part in enumerate(parts):
         shape = [1] * len(parts)
         shape[i] = len(part)
-        total = total + jnp.asarray(part, jnp.int32).reshape(shape)
+        total = total + np.asarray(part, np.int32).reshape(shape)
     return total.reshape(-1)
 
 
