@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from oracle import GRID, HYPOTHESIS, Config, assert_close, check_against_torch, configs
 
 import transconv_jax as tc
-from transconv_jax._spec import Spec
 from transconv_jax import _subpixel
+from transconv_jax._spec import Spec
 from transconv_jax._subpixel import plan
 
 FUSED = [
