@@ -158,6 +158,44 @@ def test_export_for_cuda_on_this_cpu_carries_the_gpu_lowering(method):
         assert any(any(p) for p in _interior_pads(cpu)), "cpu: the workaround inserts the zeros with pad"
 
 
+def _products(text):
+    """Every convolution and dot of a StableHLO module, SSA names and locations left out."""
+    lines = [line for line in text.splitlines() if re.search(r"stablehlo\.(convolution|dot_general)", line)]
+    return [re.sub(r"loc\(.*\)|%[\w#]+", "", line).strip() for line in lines]
+
+
+@pytest.mark.parametrize("name", ["DCGAN k4 s2 p1", "3-D k3 s2 op1"])
+def test_vjp_form_on_cuda_in_bf16_runs_the_convolutions_of_jax_lax(name):
+    """On an H200, the vjp form's bf16 forward asked cuDNN for a float32 result and ran several times
+    slower than `jax.lax.conv_transpose` (BENCHMARKS.md, GPU). For CUDA its forward and both gradients
+    are now jax.lax's convolutions exactly; CPU and TPU keep the float32 result."""
+    cfg = CONFIGS[name]
+    args = [
+        jax.ShapeDtypeStruct(s, jnp.bfloat16)
+        for s in (cfg.y_shape, cfg.w_shape, (cfg.y_shape[0], cfg.c_out_per_group * cfg.groups, *cfg.out_spatial()))
+    ]
+    spec = cfg.spec()
+    dk = [d * (k - 1) + 1 for k, d in zip(cfg.kernel, spec.dilation)]
+    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding)]
+    dn = {2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}[cfg.ndim]
+    ours = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method="vjp")  # noqa: E731
+    lax_ = lambda y, w: jax.lax.conv_transpose(y, w, spec.stride, pads, spec.dilation, dn, transpose_kernel=True)  # noqa: E731
+
+    def fwd_bwd(f):
+        def fn(y, w, g):
+            out, vjp = jax.vjp(f, y, w)
+            return out, *vjp(g)
+
+        return fn
+
+    cuda = _products(_export_text(fwd_bwd(ours), args, ["cuda"])[1])
+    assert cuda == _products(_export_text(fwd_bwd(lax_), args, ["cuda"])[1])
+    assert all(line.endswith("xbf16>") for line in cuda), cuda
+    for platform in ("cpu", "tpu"):  # the forward accumulates in float32 there
+        forward = _products(_export_text(ours, args[:2], [platform])[1])
+        assert len(forward) == 1 and forward[0].endswith("xf32>"), forward
+
+
 def test_auto_chooses_per_platform_in_one_export():
     """DCGAN: subpixel on CPU (no lhs_dilation), the vjp lowering (lhs_dilation) on GPU and TPU."""
     cfg = CONFIGS["DCGAN k4 s2 p1"]

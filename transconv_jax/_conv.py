@@ -89,18 +89,38 @@ def bilinear_tangent(out: jax.Array, *parts) -> jax.Array:
     return sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
 
 
-def conv_general(x: jax.Array, w: jax.Array, spec: Spec, **params) -> jax.Array:
+def conv_general(x: jax.Array, w: jax.Array, spec: Spec, *, round_on_gpu: bool = False, **params) -> jax.Array:
     """`lax.conv_general_dilated(x, w, **params)` with `spec`'s precision, accumulated in `spec`'s dtype.
 
     `params` are the convolution's own (strides, padding, dilations, dimension numbers, groups);
-    the operands keep their dtype (see `accumulate`).
+    the operands keep their dtype (see `accumulate`). `round_on_gpu`: on a GPU, half-precision
+    operands give a half-precision convolution, converted to the accumulation dtype after it
+    (see `_conv_product`).
     """
     conv = functools.partial(_conv_product, params=tuple(params.items()), precision=spec.precision)
+    if round_on_gpu:
+        conv = functools.partial(conv, round_on_gpu=True)
     return accumulate(conv, x, w, accumulation_dtype(x.dtype, spec.preferred_element_type))
 
 
-def _conv_product(x, w, acc, *, params, precision):
-    return lax.conv_general_dilated(x, w, **dict(params), precision=precision, preferred_element_type=acc)
+def _conv_product(x, w, acc, *, params, precision, round_on_gpu=False):
+    """The convolution, its result in `acc` (None: the operands' dtype).
+
+    With `round_on_gpu`, a convolution asked for a wider `acc` than its operands' dtype is, on
+    CUDA and ROCm, run in the operands' dtype and converted after: the vjp form's
+    `lhs_dilation` convolution in bfloat16 with a float32 result ran several times slower than
+    `jax.lax.conv_transpose` on an H200, whose result is bfloat16 (cuDNN accumulates in float32
+    inside either). `accumulate` asks for `acc` in the primal only, so the choice made at lowering
+    (`platform_dependent`) is never differentiated: the derivatives are the tangent's products.
+    """
+
+    def conv(x, w, acc):
+        return lax.conv_general_dilated(x, w, **dict(params), precision=precision, preferred_element_type=acc)
+
+    if acc is None or not round_on_gpu:
+        return conv(x, w, acc)
+    on_gpu = lambda x, w: conv(x, w, None).astype(acc)  # noqa: E731
+    return lax.platform_dependent(x, w, cuda=on_gpu, rocm=on_gpu, default=lambda x, w: conv(x, w, acc))
 
 
 def conv_canonical(x: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:

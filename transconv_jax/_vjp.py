@@ -64,11 +64,16 @@ def _edge_padding(w: jax.Array, spec: Spec):
 
 
 def lhs_dilated(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
-    """The lowering of `jax.vjp`: `lhs_dilation` by the stride, flipped kernel, padding `d (k - 1) - crop`."""
+    """The lowering of `jax.vjp`: `lhs_dilation` by the stride, flipped kernel, padding `d (k - 1) - crop`.
+
+    On a GPU, in half precision, the convolution's result is in the operands' dtype, as in
+    `jax.lax.conv_transpose` (`_conv._conv_product`; unless `preferred_element_type` is given).
+    """
     return conv_general(
         y,
         flip_kernel(w, spec.groups),
         spec,
+        round_on_gpu=spec.preferred_element_type is None,
         window_strides=(1,) * spec.ndim,
         padding=_edge_padding(w, spec),
         lhs_dilation=spec.stride,
