@@ -22,8 +22,13 @@ def trans_conv_by_hand(x: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 def every_form(y, w, **kwargs) -> np.ndarray:
-    """Run `conv_transpose` with each method, check that they agree, and print a line per method."""
-    results = {m: np.asarray(_dispatch.conv_transpose(y, w, method=m, **kwargs)) for m in _dispatch.FORMS}
+    """Run `conv_transpose` with each method, check that they agree, and print a line per method.
+
+    In full float32 precision: on a GPU, float32 convolutions and products run in TF32 by default
+    (about 3 decimal digits), and the forms would then differ by more than this check allows.
+    """
+    with jax.default_matmul_precision("highest"):
+        results = {m: np.asarray(_dispatch.conv_transpose(y, w, method=m, **kwargs)) for m in _dispatch.FORMS}
     first = next(iter(results.values()))
     for method, out in results.items():
         gap = float(np.abs(out - first).max())
