@@ -97,14 +97,14 @@ def run_layer(layer: Layer, dtype: str, args: argparse.Namespace, load: Load) ->
         live[name] = c
         memory[name] = torch_peak(c) if name == "torch" else sum(c.memory.values()) if c.memory else None
     times = suite.time_contenders(live, args.rounds, load, sample_s=args.sample_s)
-    return {"times": times, "notes": notes, "errors": errors, "memory": memory, "auto": _pick(layer)}
+    return {"times": times, "notes": notes, "errors": errors, "memory": memory, "auto": _pick(layer, dtype)}
 
 
-def _pick(layer: Layer) -> str:
+def _pick(layer: Layer, dtype: str) -> str:
     """The forms `auto` runs on this device: forward, and (after '/') the input and kernel gradients."""
     platform = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
     try:
-        return suite.auto_label(layer, platform)
+        return suite.auto_label(layer, platform, jnp.dtype(dtype))
     except Exception as e:  # the dispatcher's platform names may differ; the table still has auto's own times
         return f"? ({type(e).__name__})"
 

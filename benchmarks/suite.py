@@ -155,10 +155,10 @@ def auto_pick(layer: Layer, platform: str, derivatives: str | None = None) -> st
     return auto_method(layer_spec(layer), layer.y_shape, layer.w_shape, platform=platform, derivatives=derivatives)
 
 
-def auto_label(layer: Layer, platform: str) -> str:
+def auto_label(layer: Layer, platform: str, dtype=None) -> str:
     """The forms `method="auto"` runs for `layer` on `platform`: 'vjp' when one form does it all, else
     'forward / input gradient / kernel gradient', e.g. 'vjp / scatter / scatter'."""
-    forms = auto_forms(layer_spec(layer), layer.y_shape, layer.w_shape, platform)
+    forms = auto_forms(layer_spec(layer), layer.y_shape, layer.w_shape, platform, dtype)
     return forms[0] if len(set(forms)) == 1 else " / ".join(forms)
 
 

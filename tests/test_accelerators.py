@@ -12,7 +12,7 @@ import pytest
 from oracle import Config, assert_close, torch_conv_transpose
 
 import transconv_jax as tc
-from transconv_jax import _vjp
+from transconv_jax import _dispatch, _vjp
 from transconv_jax._dispatch import FORMS
 
 METHODS = [*FORMS, "auto"]
@@ -25,6 +25,7 @@ CONFIGS = {
     # >= 64 channels: auto takes the vjp form's input gradient and, on a layer this small, scatter's kernel gradient
     "DCGAN 64 ch, mixed gradients": Config(1, 64, 64, 1, (3, 3), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),
 }
+DILATED_STRIDE_1 = Config(1, 2, 3, 1, (6, 6), (3, 3), (1, 1), (2, 2), (0, 0), (2, 2))
 # ... and subpixel's kernel gradient on a large one (the scatter form's columns: 48 * 48 * 16 taps * 64 > 2**21)
 LARGE_MIX = Config(1, 64, 64, 1, (48, 48), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))
 
@@ -206,9 +207,66 @@ def test_auto_chooses_per_platform_in_one_export():
     assert "lhs_dilate" in _export_text(f, args, ["tpu"])[1]
 
 
-@pytest.mark.parametrize("name", ["DCGAN k4 s2 p1", "strided dilated grouped"])
+def _forms(text):
+    """The forms whose forward, and those whose derivatives (`jvp(...)` in the locations), a StableHLO module runs."""
+    gradients = set(re.findall(r"jvp\(transconv_jax\.(\w+)\)", text))
+    forward = set(re.findall(r"(?<!jvp\()transconv_jax\.(\w+)/", text))
+    return forward, gradients
+
+
+@pytest.mark.parametrize(
+    ("cfg", "dtype", "cpu", "cuda"),
+    [
+        (DILATED_STRIDE_1, jnp.float32, ({"scatter"}, {"vjp"}), ({"vjp"}, {"scatter"})),
+        (CONFIGS["DCGAN 64 ch, mixed gradients"], jnp.bfloat16, ({"subpixel"}, {"vjp", "scatter"}), ({"vjp"}, {"vjp"})),
+        (
+            CONFIGS["DCGAN 64 ch, mixed gradients"],
+            jnp.float32,
+            ({"subpixel"}, {"vjp", "scatter"}),
+            ({"vjp"}, {"vjp", "subpixel"}),
+        ),
+    ],
+    ids=["dilated stride 1", "DCGAN bf16", "DCGAN f32"],
+)
+def test_auto_takes_each_platforms_gradient_forms(cfg, dtype, cpu, cuda):
+    """`auto_method`'s CPU and GPU policies differ in the gradients on these layers: each platform's
+    export runs its own forms, forward and derivatives (`auto_form`: one `_with_gradients` per platform)."""
+    args = [jax.ShapeDtypeStruct(s, dtype) for s in (cfg.y_shape, cfg.w_shape)]
+    f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs)  # noqa: E731
+
+    def fwd_bwd(y, w):
+        out, vjp = jax.vjp(f, y, w)
+        return out, vjp(out)
+
+    for platform, expected in (("cpu", cpu), ("cuda", cuda)):
+        assert _forms(_export_text(fwd_bwd, args, [platform])[1]) == expected, platform
+
+
+def test_differing_gradient_forms_compile_the_same_under_an_outer_jit():
+    """Per-platform gradients put a `platform_dependent` around the derivatives. Under a jit around
+    `conv_transpose` (a user's, or the library's own `_apply`), its index reached the backward as a
+    residual, and XLA:CPU compiled the transposed branch with slow convolution layouts (an order
+    of magnitude slower on the suite's dilated layer); `auto_form` recomputes it (`jax.checkpoint`). Checked on XLA:CPU's
+    compiled fwd+bwd: the same ops under two jits (a user's and `_apply`) as `auto_form` called alone."""
+    cfg = DILATED_STRIDE_1
+    y, w = (jnp.asarray(a) for a in cfg.arrays())
+    layer = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs)  # noqa: E731
+    alone = lambda y, w: _dispatch.auto_form(y, w, cfg.spec())  # noqa: E731
+
+    def ops(f):
+        def fwd_bwd(y, w):
+            out, vjp = jax.vjp(f, y, w)
+            return out, vjp(out)
+
+        hlo = jax.jit(fwd_bwd).lower(y, w).compile().as_text()
+        return re.findall(r"= (\S+ [\w-]+)\(", hlo[hlo.index("\nENTRY") :])
+
+    assert ops(jax.jit(layer)) == ops(alone)
+
+
+@pytest.mark.parametrize("name", ["DCGAN k4 s2 p1", "strided dilated grouped", "dilated stride 1"])
 def test_multi_platform_export_runs_on_cpu_with_torch_numbers(name):
-    cfg = CONFIGS[name]
+    cfg = CONFIGS.get(name, DILATED_STRIDE_1)
     y, w = cfg.arrays(6)
     f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs)  # noqa: E731
     exported, _ = _export_text(f, [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (y, w)], ["cpu", "cuda", "tpu"])
@@ -228,7 +286,7 @@ def test_no_backend_choice_in_python():
 CANARY = textwrap.dedent(
     """
     import jax, jax.numpy as jnp
-    from transconv_jax import _vjp
+    from transconv_jax import _dispatch, _vjp
     from transconv_jax._spec import conv_transpose_spec
     y, w = jnp.ones((1, 1, 2, 3)), jnp.ones((1, 1, 4, 2))
     spec, _ = conv_transpose_spec(y, w, None, (3, 2), (1, 1), 0, 1, (2, 1), None, None, None)

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import jax
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -117,12 +118,13 @@ def auto_method(
     *,
     platform: str = "cpu",
     derivatives: Literal["input", "kernel"] | None = None,
+    dtype=None,
 ) -> Literal["vjp", "matmul", "scatter", "subpixel"]:
-    """The form `method='auto'` runs on `platform`, from static facts only (canonical shapes, the platform).
+    """The form `method='auto'` runs on `platform`, from static facts only (canonical shapes, dtype, platform).
 
     This is the one place where a choice depends on the backend; `auto_form` applies it per lowering
-    platform for the forward, and the CPU choices with `derivatives="input"` and `"kernel"` for the
-    two gradients, which may each come from another form.
+    platform, to the forward and, with `derivatives="input"` and `"kernel"`, to the two gradients,
+    which may each come from another form.
 
     Every form gives the same numbers to float tolerance; this only picks the fastest. The CPU
     policy comes from `benchmarks/bench.py` (forward and fwd+bwd) and `benchmarks/derivatives.py`
@@ -154,8 +156,8 @@ def auto_method(
     the k3 s2 U-Nets and the dilated stride-1 layer, where one form shares work between its two
     gradients (`benchmarks/derivatives.py`; BENCHMARKS.md).
 
-    GPU and TPU are unmeasured: they get 'vjp', the flipped-kernel lowering that `jax.vjp` of a
-    conv emits, which reaches cuDNN's backward-data kernel.
+    CUDA and ROCm: `_gpu_method`, from `benchmarks/gpu.sh` on one H200. TPU is unmeasured: 'vjp',
+    the lowering `jax.vjp` of a conv emits, for the forward, and the CPU policy's gradients.
 
     Args:
         spec: the canonical `Spec`.
@@ -163,7 +165,8 @@ def auto_method(
         w_shape: canonical kernel shape `(C_in, C_out // groups, *kernel)`.
         platform: a lowering platform: 'cpu', 'cuda', 'rocm' or 'tpu'.
         derivatives: None for the forward; "input" or "kernel" for the form whose gradient `auto`
-            takes (CPU policy, used on every platform by `auto_form`).
+            takes.
+        dtype: the operands' dtype (the GPU policy differs in half precision); None: float32.
 
     Returns:
         One of the keys of `FORMS`.
@@ -176,7 +179,9 @@ def auto_method(
         >>> auto_method(spec, (8, 256, 16, 16), (256, 128, 4, 4), platform="cpu", derivatives="input")
         'vjp'
     """
-    if platform != "cpu":
+    if platform in ("cuda", "rocm"):
+        return _gpu_method(spec, y_shape, w_shape, derivatives, dtype)
+    if platform != "cpu" and not derivatives:
         return "vjp"
     kernel = w_shape[2:]
     if spec.groups > 1:
@@ -196,13 +201,62 @@ def auto_method(
     return "scatter" if derivatives and small_columns(y_shape, w_shape, spec.groups) else "subpixel"
 
 
+def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vjp", "scatter", "subpixel"]:
+    """`auto_method` on CUDA and ROCm, from `benchmarks/gpu.sh` on one H200 (BENCHMARKS.md, GPU).
+
+    Forward: 'vjp' everywhere, the convolution `jax.lax.conv_transpose` runs (cuDNN's
+    backward-data kernel; in half precision too, `_conv._conv_product`). Subpixel's forward was
+    faster on two layers (FCN-8s, 3-D V-Net k2 s2) and slower on the eight others.
+
+    Gradients: those XLA derives for that convolution were the slow part on most layers (the
+    vjp form's fwd+bwd was many times PyTorch's on the strided 3-D layers), so most come from the
+    GEMM forms:
+
+    1. grouped: 'subpixel', as on CPU;
+    2. stride 1: 'scatter' with a dilation (the vjp form's gradients were several times slower
+       in float32, and slower in bfloat16); without one, unmeasured: 'subpixel', the CPU
+       policy's (jax's own gradients of the vjp convolution also need an `out_sharding` under
+       Explicit mesh axes, which every platform's branch of `auto` would then inherit);
+    3. no kernel overlap (U-Net k2 s2, V-Net) or phases that do not fuse (k3 s2 U-Nets, 2-D
+       and 3-D): 'scatter', whose two gradients share the cotangent's columns;
+    4. the phases fuse, stride 2 (DCGAN k4 s2), both channel counts at least 64 (as measured):
+       in half precision 'vjp' (the vjp form, i.e. jax.lax's program, was the fastest bfloat16
+       fwd+bwd on both DCGAN layers); in float32 the input gradient from 'vjp' and the kernel
+       gradient from 'subpixel' (the fastest measured); below 64 channels as in 5;
+    5. the phases fuse, larger strides (FCN-8s and HiFi-GAN, k16 s8): the kernel gradient from
+       'subpixel', the input gradient from 'vjp' when both channel counts are at least 64
+       (HiFi-GAN), else from 'subpixel' (FCN-8s).
+
+    Measured on the CPU suite's layers at a GPU's batch (x8); plain stride-1 layers and DCGAN's
+    generator were not reached on the GPU, and a mix's bfloat16 fwd+bwd is estimated from its
+    measured parts (BENCHMARKS.md says which).
+    """
+    if not derivatives:
+        return "vjp"
+    kernel = w_shape[2:]
+    if spec.groups > 1:
+        return "subpixel"
+    if max(spec.stride) == 1:
+        return "scatter" if max(spec.dilation) > 1 else "subpixel"
+    if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
+        return "scatter"
+    if not phases_fuse(y_shape[2:], kernel, spec):
+        return "scatter"
+    wide = min(y_shape[1], w_shape[1]) >= 64
+    if wide and max(spec.stride) == 2 and dtype is not None and np.dtype(dtype).itemsize == 2:
+        return "vjp"
+    if derivatives == "input" and wide:
+        return "vjp"
+    return "subpixel"
+
+
 def auto_forms(
-    spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], platform: str
+    spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], platform: str, dtype=None
 ) -> tuple[Method, Method, Method]:
     """The forms `method="auto"` runs when lowered for `platform`: its forward's, and those whose
-    input and kernel gradients it takes (`auto_form`'s derivatives; the CPU policy's on every platform)."""
-    gradients = (auto_method(spec, y_shape, w_shape, platform="cpu", derivatives=d) for d in ("input", "kernel"))
-    return auto_method(spec, y_shape, w_shape, platform=platform), *gradients
+    input and kernel gradients it takes (`auto_form`'s derivatives)."""
+    kw = dict(platform=platform, dtype=dtype)
+    return tuple(auto_method(spec, y_shape, w_shape, derivatives=d, **kw) for d in (None, "input", "kernel"))
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
@@ -213,40 +267,69 @@ def _apply(y, w, bias, spec: Spec, layout: Layout, method: Method) -> jax.Array:
     return drop_batch_axis(out, layout)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+"""The lowering platforms `auto` chooses for (`jax.lax.platform_dependent`)."""
+
+
 def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
-    """`method="auto"`: the form `auto_method` picks for the platform the function is lowered for.
+    """`method="auto"`: the forms `auto_forms` picks for the platform the function is lowered for.
 
     All branches are traced; `jax.lax.platform_dependent` keeps the one of the lowering platform
     (each platform's, in a multi-platform `jax.export`), so the choice follows where the code runs,
     not the default backend at trace time.
 
-    Derivatives: the tangent in `y` is that of the CPU policy's input-gradient form and the tangent
-    in `w` that of its kernel-gradient form (`auto_method(..., derivatives="input" / "kernel")`), so
-    reverse mode runs each gradient as its fastest form does, and a gradient nobody asks for is
-    not computed (symbolic zeros). The choice does not depend on the backend: with a
-    `platform_dependent` in the tangent too, XLA:CPU ran the transposed branch much slower than the
-    same form alone (the input gradient's kernel kept a reversed layout; BENCHMARKS.md). GPU and
-    TPU are unmeasured: revisit this with `benchmarks/gpu.sh`.
+    Derivatives: the tangent in `y` is that of the input-gradient form and the tangent in `w` that
+    of the kernel-gradient form (`_with_gradients`), so reverse mode runs each gradient as its
+    fastest form does, and a gradient nobody asks for is not computed (symbolic zeros). Where the
+    platforms agree on those forms (all but two of the CPU suite's layers in float32), only the
+    forward is chosen at lowering, inside one `_with_gradients`. Where they differ, each platform
+    gets its own `_with_gradients` under `jax.checkpoint` with nothing saved: otherwise, under any
+    enclosing jit (`_apply` is one), the choice reached the backward as a residual, and XLA:CPU
+    compiled the transposed branch with slow convolution layouts (an order of magnitude slower on
+    the suite's dilated layer, in a one-off check). The recomputation costs nothing: the
+    derivatives of a bilinear map need only `y` and `w`. (A `platform_dependent` inside the
+    tangent was as slow.)
     """
-    choices = {p: auto_method(spec, y.shape, w.shape, platform=p) for p in ("cpu", "cuda", "rocm", "tpu")}
-    branches = {name: _named_form(name, spec) for name in choices.values()}
+    forms = {p: auto_forms(spec, y.shape, w.shape, p, y.dtype) for p in PLATFORMS}
+    gradients = {f[1:] for f in forms.values()}
+    if len(gradients) == 1:
+        forwards = tuple((p, f[0]) for p, f in forms.items())
+        return _with_gradients(forwards, gradients.pop(), spec, y, w)
+
+    def one_platform(f):
+        return functools.partial(_with_gradients, tuple((p, f[0]) for p in PLATFORMS), f[1:], spec)
+
+    per_platform = functools.partial(_per_platform, forms, one_platform)
+    return jax.checkpoint(per_platform, policy=jax.checkpoint_policies.nothing_saveable)(y, w)
+
+
+def _per_platform(choices: dict, build, y: jax.Array, w: jax.Array) -> jax.Array:
+    """`build(choices[platform])(y, w)` for the lowering platform: one branch per distinct choice."""
+    branches = {choice: build(choice) for choice in dict.fromkeys(choices.values())}
     if len(branches) == 1:
         return next(iter(branches.values()))(y, w)
-    default = branches[choices["cuda"]]
-    per_platform = {p: branches[m] for p, m in choices.items() if branches[m] is not default}
-    return lax.platform_dependent(y, w, default=default, **per_platform)
+    default = choices["cuda"]
+    per_platform = {p: branches[c] for p, c in choices.items() if c != default}
+    return lax.platform_dependent(y, w, default=branches[default], **per_platform)
 
 
-@functools.partial(auto_form.defjvp, symbolic_zeros=True)
-def _auto_form_jvp(spec, primals, tangents):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _with_gradients(forwards: tuple, gradients: tuple[str, str], spec: Spec, y: jax.Array, w: jax.Array):
+    """The forward of form `forwards[platform]` (pairs; chosen at lowering), differentiated as the
+    input gradient of form `gradients[0]` and the kernel gradient of form `gradients[1]`."""
+    return _per_platform(dict(forwards), lambda name: _named_form(name, spec), y, w)
+
+
+@functools.partial(_with_gradients.defjvp, symbolic_zeros=True)
+def _with_gradients_jvp(forwards, gradients, spec, primals, tangents):
     y, w = primals
     ty, tw = tangents
-    out = auto_form(y, w, spec)
+    out = _with_gradients(forwards, gradients, spec, y, w)
+    d_in, d_kernel = (_named_form(name, spec) for name in gradients)
     zero = jax.custom_derivatives.SymbolicZero
-    names = auto_forms(spec, y.shape, w.shape, platform="cpu")[1:]
-    d_in, d_kernel = (_named_form(name, spec) for name in names)
-    if names[0] == names[1] and not isinstance(ty, zero) and not isinstance(tw, zero):  # one form: trace it once
+    if (
+        gradients[0] == gradients[1] and not isinstance(ty, zero) and not isinstance(tw, zero)
+    ):  # one form: trace it once
         return out, jax.jvp(d_in, primals, tangents)[1]
     return out, bilinear_tangent(
         out,
