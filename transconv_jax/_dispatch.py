@@ -213,10 +213,12 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
     GEMM forms:
 
     1. grouped: 'subpixel', as on CPU;
-    2. stride 1: 'scatter' with a dilation (the vjp form's gradients were several times slower
-       in float32, and slower in bfloat16); without one, unmeasured: 'subpixel', the CPU
-       policy's (jax's own gradients of the vjp convolution also need an `out_sharding` under
-       Explicit mesh axes, which every platform's branch of `auto` would then inherit);
+    2. stride 1, and layers small enough for the CPU policy's size rule (`small_columns`; not
+       reached at a GPU's batch): the CPU policy's. On the dilated layer that is 'vjp', whose
+       gradients ran several times slower than scatter's in float32: taking scatter's there
+       would make the gradients differ by platform, which costs XLA:CPU compile time (tracing
+       both: the dilated layer's fwd+bwd compile passed 1.5x jax.lax's; BENCHMARKS.md), so
+       the GPU keeps the CPU's until a cheaper way is found;
     3. no kernel overlap (U-Net k2 s2, V-Net) or phases that do not fuse (k3 s2 U-Nets, 2-D
        and 3-D): 'scatter', whose two gradients share the cotangent's columns;
     4. the phases fuse, stride 2 (DCGAN k4 s2), both channel counts at least 64 (as measured):
@@ -236,8 +238,8 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
     kernel = w_shape[2:]
     if spec.groups > 1:
         return "subpixel"
-    if max(spec.stride) == 1:
-        return "scatter" if max(spec.dilation) > 1 else "subpixel"
+    if max(spec.stride) == 1 or small_columns(y_shape, w_shape, spec.groups):
+        return auto_method(spec, y_shape, w_shape, platform="cpu", derivatives=derivatives)
     if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):
