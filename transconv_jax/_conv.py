@@ -97,9 +97,8 @@ def conv_general(x: jax.Array, w: jax.Array, spec: Spec, *, round_on_gpu: bool =
     operands give a half-precision convolution, converted to the accumulation dtype after it
     (see `_conv_product`).
     """
-    conv = functools.partial(_conv_product, params=tuple(params.items()), precision=spec.precision)
-    if round_on_gpu:
-        conv = functools.partial(conv, round_on_gpu=True)
+    params = tuple(params.items())
+    conv = functools.partial(_conv_product, params=params, precision=spec.precision, round_on_gpu=round_on_gpu)
     return accumulate(conv, x, w, accumulation_dtype(x.dtype, spec.preferred_element_type))
 
 

@@ -230,8 +230,8 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
        (HiFi-GAN), else from 'subpixel' (FCN-8s).
 
     Measured on the CPU suite's layers at a GPU's batch (x8); plain stride-1 layers and DCGAN's
-    generator were not reached on the GPU, and a mix's bfloat16 fwd+bwd is estimated from its
-    measured parts (BENCHMARKS.md says which).
+    generator were not reached on the GPU, and where the bfloat16 forward changed after the run
+    (now jax.lax's), its fwd+bwd with the run's gradients is unmeasured (BENCHMARKS.md says where).
     """
     if not derivatives:
         return "vjp"
@@ -283,14 +283,15 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     Derivatives: the tangent in `y` is that of the input-gradient form and the tangent in `w` that
     of the kernel-gradient form (`_with_gradients`), so reverse mode runs each gradient as its
     fastest form does, and a gradient nobody asks for is not computed (symbolic zeros). Where the
-    platforms agree on those forms (all but two of the CPU suite's layers in float32), only the
-    forward is chosen at lowering, inside one `_with_gradients`. Where they differ, each platform
-    gets its own `_with_gradients` under `jax.checkpoint` with nothing saved: otherwise, under any
-    enclosing jit (`_apply` is one), the choice reached the backward as a residual, and XLA:CPU
-    compiled the transposed branch with slow convolution layouts (an order of magnitude slower on
-    the suite's dilated layer, in a one-off check). The recomputation costs nothing: the
-    derivatives of a bilinear map need only `y` and `w`. (A `platform_dependent` inside the
-    tangent was as slow.)
+    platforms agree on those forms (every suite layer in float32), only the forward is chosen at
+    lowering, inside one `_with_gradients`. Where they differ (large k4 s2 layers in half
+    precision), each platform gets its own `_with_gradients` under `jax.checkpoint` with nothing
+    saved: otherwise, under any enclosing jit (`_apply` is one), the choice reached the backward
+    as a residual, and XLA:CPU compiled the transposed branch with slow convolution layouts (an
+    order of magnitude slower on the suite's dilated layer while its gradients differed, in a
+    one-off check). The recomputation costs nothing: the derivatives of a bilinear map need only
+    `y` and `w`. (A `platform_dependent` inside the tangent was as slow.) Every platform's
+    branch is traced, so gradients that differ also cost trace and compile time.
     """
     forms = {p: auto_forms(spec, y.shape, w.shape, p, y.dtype) for p in PLATFORMS}
     gradients = {f[1:] for f in forms.values()}
