@@ -197,13 +197,18 @@ def test_vjp_form_on_cuda_in_bf16_runs_the_convolutions_of_jax_lax(name):
         assert len(forward) == 1 and forward[0].endswith("xf32>"), forward
 
 
-def test_auto_chooses_per_platform_in_one_export():
-    """DCGAN: subpixel on CPU (no lhs_dilation), the vjp lowering (lhs_dilation) on GPU and TPU."""
-    cfg = CONFIGS["DCGAN k4 s2 p1"]
+@pytest.mark.parametrize(
+    ("cfg", "cuda_forward"),
+    [(CONFIGS["DCGAN 64 ch, mixed gradients"], "vjp"), (CONFIGS["DCGAN k4 s2 p1"], "subpixel")],
+    ids=["DCGAN 64 ch", "DCGAN 3 ch"],
+)
+def test_auto_chooses_per_platform_in_one_export(cfg, cuda_forward):
+    """The forward: subpixel on CPU (no lhs_dilation); on GPU the vjp lowering (lhs_dilation) with
+    64 channels or more, subpixel below (`_gpu_method`, the FCN-8s rule); vjp on TPU."""
     args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (cfg.y_shape, cfg.w_shape)]
     f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs)  # noqa: E731
     assert "lhs_dilate" not in _export_text(f, args, ["cpu"])[1]
-    assert "lhs_dilate" in _export_text(f, args, ["cuda"])[1]
+    assert ("lhs_dilate" in _export_text(f, args, ["cuda"])[1]) == (cuda_forward == "vjp")
     assert "lhs_dilate" in _export_text(f, args, ["tpu"])[1]
 
 

@@ -204,9 +204,12 @@ def auto_method(
 def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vjp", "scatter", "subpixel"]:
     """`auto_method` on CUDA and ROCm, from `benchmarks/gpu.sh` on one H200 (BENCHMARKS.md, GPU).
 
-    Forward: 'vjp' everywhere, the convolution `jax.lax.conv_transpose` runs (cuDNN's
-    backward-data kernel; in half precision too, `_conv._conv_product`). Subpixel's forward was
-    faster on two layers (FCN-8s, 3-D V-Net k2 s2) and slower on the eight others.
+    Forward: 'vjp', the convolution `jax.lax.conv_transpose` runs (cuDNN's backward-data kernel;
+    in half precision too, `_conv._conv_product`), except where the phases fuse, the kernel
+    overlaps and a channel count is below 64 (FCN-8s, 21 channels): 'subpixel', whose forward
+    and fwd+bwd (its own gradients, rule 5) were the fastest there in both dtypes. Subpixel's
+    forward was also faster on the 3-D V-Net k2 s2 layer (not taken: one layer, a small margin
+    in bfloat16) and slower on the eight others, HiFi-GAN's k16 s8 with 512 channels included.
 
     Gradients: those XLA derives for that convolution were the slow part on most layers (the
     vjp form's fwd+bwd was many times PyTorch's on the strided 3-D layers), so most come from the
@@ -233,9 +236,11 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
     generator were not reached on the GPU, and where the bfloat16 forward changed after the run
     (now jax.lax's), its fwd+bwd with the run's gradients is unmeasured (BENCHMARKS.md says where).
     """
-    if not derivatives:
-        return "vjp"
     kernel = w_shape[2:]
+    overlap = not all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True))
+    fused = spec.groups == 1 and max(spec.stride) > 1 and overlap and phases_fuse(y_shape[2:], kernel, spec)
+    if not derivatives:
+        return "subpixel" if fused and min(y_shape[1], w_shape[1]) < 64 else "vjp"
     if spec.groups > 1:
         return "subpixel"
     if max(spec.stride) == 1 or small_columns(y_shape, w_shape, spec.groups):
