@@ -148,8 +148,8 @@ def transpose_product(y: jax.Array, w: jax.Array, spec: Spec, kind: str) -> jax.
         return reshape(out, (n, *in_shape), (0, 1, 3, *(None,) * (len(in_shape) - 2)))
     flat = reshape(y, (y.shape[0], math.prod(y.shape[1:])), (0, 1))
     rows, cols, _, _ = matrix_sizes(w.shape, in_shape, spec, w.dtype)
-    row, col, tap = _entries(w.shape, in_shape, spec)
-    product = functools.partial(_sparse_product, indices=np.stack([row, col], axis=1), shape=(rows, cols))
+    tap = _entries(w.shape, in_shape, spec)[2]
+    product = functools.partial(_sparse_product, entries=(w.shape, in_shape, spec), shape=(rows, cols))
     out = accumulate(product, flat, _taps(w.reshape(-1), tap), acc)
     return reshape(out, (y.shape[0], *in_shape), (0, 1, *(None,) * (len(in_shape) - 1)))
 
@@ -201,8 +201,15 @@ def _taps(w: jax.Array, tap) -> jax.Array:
     return w.astype(wide)[..., tap].astype(w.dtype)
 
 
-def _sparse_product(flat, values, acc, *, indices, shape):
-    mat = jsparse.BCOO((values, indices), shape=shape, unique_indices=True)
+def _sparse_product(flat, values, acc, *, entries, shape):
+    """`flat @ W` with `W` the BCOO of `values` at the structural nonzeros of `entries`.
+
+    The indices are computed here, in each product's own trace, from the static `entries`: held by
+    the product (a non-differentiable argument of `accumulate`'s custom_jvp) they were a traced
+    value, and every jitted bf16 fwd+bwd failed to lower.
+    """
+    row, col, _ = _entries(*entries)
+    mat = jsparse.BCOO((values, jnp.stack([row, col], axis=1)), shape=shape, unique_indices=True)
     return jsparse.bcoo_dot_general(flat, mat, dimension_numbers=(((1,), (0,)), ((), ())), preferred_element_type=acc)
 
 
@@ -272,7 +279,7 @@ def _axis_taps(n_in, n_out, k, s, d, lo) -> tuple[np.ndarray, np.ndarray, np.nda
 # ----------------------------------------------------------------------------- the matrix
 
 
-def _entries(w_shape, input_shape, spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _entries(w_shape, input_shape, spec: Spec) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Row, column and flat kernel index of every structural nonzero, as flat int32 arrays.
 
     The axes are (C_out, C_in // groups, pairs of axis 1, ..., pairs of axis D); each index is
@@ -294,18 +301,17 @@ def _stride(shape, axis) -> int:
     return math.prod(shape[axis + 1 :])
 
 
-def _broadcast_sum(parts) -> np.ndarray:
+def _broadcast_sum(parts) -> jax.Array:
     """Sum 1-D arrays, the i-th along axis i of an outer product, flattened (int32).
 
-    NumPy: the indices are static facts of the shapes. (Computed with `jax.numpy` under a trace they
-    are traced values, which a `custom_jvp`'s non-differentiable argument must not hold: the sparse
-    product's indices are one, in `accumulate`.)
+    In `jax.numpy`: under a trace the program computes the indices from small constants. (As NumPy
+    they were whole constants of the program, which XLA spent seconds constant-folding gathers of.)
     """
-    total = np.zeros((1,) * len(parts), np.int32)
+    total = jnp.zeros((1,) * len(parts), jnp.int32)
     for i, part in enumerate(parts):
         shape = [1] * len(parts)
         shape[i] = len(part)
-        total = total + np.asarray(part, np.int32).reshape(shape)
+        total = total + jnp.asarray(part, jnp.int32).reshape(shape)
     return total.reshape(-1)
 
 
