@@ -14,6 +14,7 @@ from oracle import Config, assert_close, torch_conv_transpose
 import transconv_jax as tc
 from transconv_jax import _dispatch, _vjp
 from transconv_jax._dispatch import FORMS
+from transconv_jax._spec import dilated_kernel, lax_layout
 
 METHODS = [*FORMS, "auto"]
 PRODUCTS = {"conv_general_dilated", "dot_general", "bcoo_dot_general"}
@@ -48,16 +49,22 @@ def products(jaxpr):
             yield from products(sub)
 
 
-def _forward_and_backward(cfg, method, dtype, **options):
-    y, w = (jnp.asarray(a, dtype) for a in cfg.arrays())
-    bias = jnp.ones(cfg.c_out_per_group * cfg.groups, dtype)
-    f = lambda y, w: tc.conv_transpose(y, w, bias, **cfg.kwargs, method=method, **options)  # noqa: E731
+def _fwd_bwd(f):
+    """`(y, w) -> (f(y, w), vjp(f)(f(y, w)))`: the value and both gradients, the value as cotangent."""
 
     def fwd_bwd(y, w):
         out, vjp = jax.vjp(f, y, w)
         return out, vjp(out)
 
-    return list(products(jax.make_jaxpr(fwd_bwd)(y, w).jaxpr))
+    return fwd_bwd
+
+
+def _forward_and_backward(cfg, method, dtype, **options):
+    y, w = (jnp.asarray(a, dtype) for a in cfg.arrays())
+    bias = jnp.ones(cfg.c_out_per_group * cfg.groups, dtype)
+    f = lambda y, w: tc.conv_transpose(y, w, bias, **cfg.kwargs, method=method, **options)  # noqa: E731
+
+    return list(products(jax.make_jaxpr(_fwd_bwd(f))(y, w).jaxpr))
 
 
 HALF_CASES = [
@@ -176,9 +183,8 @@ def test_vjp_form_on_cuda_in_bf16_runs_the_convolutions_of_jax_lax(name):
         for s in (cfg.y_shape, cfg.w_shape, (cfg.y_shape[0], cfg.c_out_per_group * cfg.groups, *cfg.out_spatial()))
     ]
     spec = cfg.spec()
-    dk = [d * (k - 1) + 1 for k, d in zip(cfg.kernel, spec.dilation)]
-    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dk, spec.padding)]
-    dn = {2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}[cfg.ndim]
+    pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(dilated_kernel(cfg.kernel, spec.dilation), spec.padding)]
+    dn = lax_layout(cfg.ndim)
     ours = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method="vjp")  # noqa: E731
     lax_ = lambda y, w: jax.lax.conv_transpose(y, w, spec.stride, pads, spec.dilation, dn, transpose_kernel=True)  # noqa: E731
 
@@ -235,12 +241,8 @@ def test_auto_takes_each_platforms_gradient_forms(cfg, dtype, cpu, cuda):
     args = [jax.ShapeDtypeStruct(s, dtype) for s in (cfg.y_shape, cfg.w_shape)]
     f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs)  # noqa: E731
 
-    def fwd_bwd(y, w):
-        out, vjp = jax.vjp(f, y, w)
-        return out, vjp(out)
-
     for platform, expected in (("cpu", cpu), ("cuda", cuda)):
-        assert _forms(_export_text(fwd_bwd, args, [platform])[1]) == expected, platform
+        assert _forms(_export_text(_fwd_bwd(f), args, [platform])[1]) == expected, platform
 
 
 def test_differing_gradient_forms_compile_the_same_under_an_outer_jit():
@@ -254,11 +256,7 @@ def test_differing_gradient_forms_compile_the_same_under_an_outer_jit():
     alone = lambda y, w: _dispatch.auto_form(y, w, cfg.spec())  # noqa: E731
 
     def ops(f):
-        def fwd_bwd(y, w):
-            out, vjp = jax.vjp(f, y, w)
-            return out, vjp(out)
-
-        hlo = jax.jit(fwd_bwd).lower(y, w).compile().as_text()
+        hlo = jax.jit(_fwd_bwd(f)).lower(y, w).compile().as_text()
         return re.findall(r"= (\S+ [\w-]+)\(", hlo[hlo.index("\nENTRY") :])
 
     assert ops(jax.jit(alone)) == ops(alone)

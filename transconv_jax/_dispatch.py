@@ -192,13 +192,19 @@ def auto_method(
         if not derivatives:
             return "scatter"
         return "subpixel" if max(spec.dilation) == 1 else "vjp"
-    if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
+    if not overlaps(kernel, spec):
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):
         return "scatter"
     if derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64:
         return "vjp"
     return "scatter" if derivatives and small_columns(y_shape, w_shape, spec.groups) else "subpixel"
+
+
+def overlaps(kernel: tuple[int, ...], spec: Spec) -> bool:
+    """Whether kernel taps overlap in the output: `kernel > stride` or a dilation on some axis (else
+    every input element writes its own block, as in U-Net's and V-Net's k2 s2)."""
+    return not all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True))
 
 
 def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vjp", "scatter", "subpixel"]:
@@ -237,19 +243,17 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
     (now jax.lax's), its fwd+bwd with the run's gradients is unmeasured (BENCHMARKS.md says where).
     """
     kernel = w_shape[2:]
-    overlap = not all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True))
-    fused = spec.groups == 1 and max(spec.stride) > 1 and overlap and phases_fuse(y_shape[2:], kernel, spec)
+    fused = spec.groups == 1 and max(spec.stride) > 1 and overlaps(kernel, spec)
+    fused = fused and phases_fuse(y_shape[2:], kernel, spec)  # the phases fuse and the kernel overlaps
+    wide = min(y_shape[1], w_shape[1]) >= 64
     if not derivatives:
-        return "subpixel" if fused and min(y_shape[1], w_shape[1]) < 64 else "vjp"
+        return "subpixel" if fused and not wide else "vjp"
     if spec.groups > 1:
         return "subpixel"
     if max(spec.stride) == 1 or small_columns(y_shape, w_shape, spec.groups):
         return auto_method(spec, y_shape, w_shape, platform="cpu", derivatives=derivatives)
-    if all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True)):
+    if not fused:  # no kernel overlap, or phases that do not fuse
         return "scatter"
-    if not phases_fuse(y_shape[2:], kernel, spec):
-        return "scatter"
-    wide = min(y_shape[1], w_shape[1]) >= 64
     if wide and max(spec.stride) == 2 and dtype is not None and np.dtype(dtype).itemsize == 2:
         return "vjp"
     if derivatives == "input" and wide:
