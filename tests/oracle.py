@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import transconv_jax as tc
-from transconv_jax._spec import conv_transpose_spec
+from transconv_jax._spec import conv_transpose_spec, lax_layout
 
 # JAX's own hypothesis settings: reproducible, no deadline, no database.
 HYPOTHESIS = settings(
@@ -141,19 +141,33 @@ def assert_close(actual, expected, rtol=1e-5, err_msg=""):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
 
 
-def check_against_torch(cfg: Config, method: str, seed: int = 0, grads: bool = True, **options):
-    """`conv_transpose(method=..., **options)` under `jax.jit` equals PyTorch in value and, optionally, gradients."""
+def check_against_torch(
+    cfg: Config, method: str, seed: int = 0, grads: bool = True, channels_last: bool = False, **options
+):
+    """`conv_transpose(method=..., **options)` under `jax.jit` equals PyTorch in value and, optionally, gradients.
+
+    With `channels_last`, on the arrays as the Flax layers hold them (`(N, *spatial, C)`, a
+    `(*kernel, I, O)` kernel, `dimension_numbers=lax_layout(nd, channels_last=True)`); the results
+    are moved back to PyTorch's layout to be compared."""
     y, w = cfg.arrays(seed)
+    nd = cfg.ndim
+    if channels_last:
+        options["dimension_numbers"] = lax_layout(nd, channels_last=True)
     f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method=method, **options))
+    to_user = lambda a: np.moveaxis(a, 1, -1) if channels_last else a  # noqa: E731
+    to_torch = lambda a: np.moveaxis(np.asarray(a), -1, 1) if channels_last else a  # noqa: E731
+    w_user = w.transpose(*range(2, 2 + nd), 0, 1) if channels_last else w
+    w_torch = lambda a: np.asarray(a).transpose(nd, nd + 1, *range(nd)) if channels_last else a  # noqa: E731
     if not grads:
-        assert_close(f(y, w), torch_conv_transpose(y, w, cfg), err_msg=f"{method} {cfg}")
+        assert_close(to_torch(f(to_user(y), w_user)), torch_conv_transpose(y, w, cfg), err_msg=f"{method} {cfg}")
         return
     cot = np.random.default_rng(seed + 1).standard_normal(
         (cfg.batch, cfg.c_out_per_group * cfg.groups, *cfg.out_spatial())
     )
     cot = cot.astype(np.float32)
-    out, vjp = jax.vjp(f, jnp.asarray(y), jnp.asarray(w))
-    gy, gw = jax.jit(vjp)(jnp.asarray(cot))
+    out, vjp = jax.vjp(f, jnp.asarray(to_user(y)), jnp.asarray(w_user))
+    gy, gw = jax.jit(vjp)(jnp.asarray(to_user(cot)))
+    out, gy, gw = to_torch(out), to_torch(gy), w_torch(gw)
     ref, ref_gy, ref_gw = torch_conv_transpose(y, w, cfg, cot)
     for name, a, b in (("value", out, ref), ("grad y", gy, ref_gy), ("grad w", gw, ref_gw)):
         assert_close(a, b, err_msg=f"{name} of method={method} {cfg}")

@@ -26,6 +26,7 @@ CONFIGS = {
     # >= 64 channels: auto takes the vjp form's input gradient and, on a layer this small, scatter's kernel gradient
     "DCGAN 64 ch, mixed gradients": Config(1, 64, 64, 1, (3, 3), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),
 }
+U_NET_K2 = Config(2, 4, 3, 1, (3, 4), (2, 2), (2, 2), (0, 0), (0, 0), (1, 1))
 DILATED_STRIDE_1 = Config(1, 2, 3, 1, (6, 6), (3, 3), (1, 1), (2, 2), (0, 0), (2, 2))
 # ... and subpixel's kernel gradient on a large one (the scatter form's columns: 48 * 48 * 16 taps * 64 > 2**21)
 LARGE_MIX = Config(1, 64, 64, 1, (48, 48), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))
@@ -59,8 +60,11 @@ def _fwd_bwd(f):
     return fwd_bwd
 
 
-def _forward_and_backward(cfg, method, dtype, **options):
+def _forward_and_backward(cfg, method, dtype, channels_last=False, **options):
     y, w = (jnp.asarray(a, dtype) for a in cfg.arrays())
+    if channels_last:  # as the Flax layers hold them
+        y, w = jnp.moveaxis(y, 1, -1), w.transpose(*range(2, 2 + cfg.ndim), 0, 1)
+        options["dimension_numbers"] = lax_layout(cfg.ndim, channels_last=True)
     bias = jnp.ones(cfg.c_out_per_group * cfg.groups, dtype)
     f = lambda y, w: tc.conv_transpose(y, w, bias, **cfg.kwargs, method=method, **options)  # noqa: E731
 
@@ -81,6 +85,15 @@ def test_half_precision_operands_in_every_product_forward_and_backward(cfg, meth
     wide = [(prim, dtypes) for prim, dtypes, _ in found if set(dtypes) != {np.dtype(dtype).name}]
     assert not wide, f"products with operands wider than {np.dtype(dtype).name}: {wide}"
     # The forward product accumulates in float32: at least one product asks for it.
+    assert any(p.get("preferred_element_type") == np.dtype(np.float32) for _, _, p in found)
+
+
+@pytest.mark.parametrize("method", ["scatter", "auto"])
+def test_half_precision_operands_on_channels_last_blocks(method):
+    """The scatter form's channels-last path (`blocks_channels_last`: U-Net k2 s2 in a Flax layer's layout)."""
+    found = _forward_and_backward(U_NET_K2, method, jnp.bfloat16, channels_last=True)
+    assert len(found) >= 3, found
+    assert all(set(dtypes) == {"bfloat16"} for _, dtypes, _ in found), found
     assert any(p.get("preferred_element_type") == np.dtype(np.float32) for _, _, p in found)
 
 

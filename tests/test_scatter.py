@@ -50,6 +50,42 @@ def test_random_configs_match_torch(cfg):
     check_against_torch(cfg, "scatter", seed=7)
 
 
+# Taps that do not overlap (`kernel <= stride`, no dilation): on channels-last arrays the scatter form
+# computes these channels-last (`blocks_channels_last`).
+BLOCKS = [
+    Config(2, 4, 3, 1, (3, 4), (2, 2), (2, 2), (0, 0), (0, 0), (1, 1)),  # U-Net k2 s2
+    Config(2, 2, 1, 1, (3, 2), (1, 2), (3, 4), (0, 0), (2, 3), (1, 1)),  # kernel < stride, output_padding
+    Config(2, 3, 2, 1, (5,), (2,), (3,), (2,), (1,), (1,)),  # a crop that removes a whole tap at the start
+    Config(1, 4, 2, 2, (2, 3, 2), (2, 1, 2), (2, 2, 3), (1, 0, 0), (1, 1, 0), (1, 1, 1)),  # 3-D, groups
+    Config(2, 3, 2, 1, (1, 1), (2, 2), (2, 2), (0, 1), (0, 1), (1, 1)),  # one input element
+]
+
+
+@pytest.mark.parametrize("cfg", GRID + BLOCKS, ids=str)
+def test_grid_matches_torch_channels_last(cfg):
+    check_against_torch(cfg, "scatter", channels_last=True)
+
+
+@settings(HYPOTHESIS, max_examples=15)
+@given(configs())
+def test_random_configs_match_torch_channels_last(cfg):
+    check_against_torch(cfg, "scatter", seed=8, channels_last=True)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_blocks_are_computed_channels_last_for_channels_last_callers(channels_last, monkeypatch):
+    """The Flax layers' layout takes `blocks_channels_last` where taps do not overlap; channels-first and
+    overlapping taps keep the canonical path."""
+    calls = []
+    spy = lambda *a: calls.append(1) or blocks(*a)  # noqa: E731
+    blocks = _scatter.blocks_channels_last
+    monkeypatch.setattr(_scatter, "blocks_channels_last", spy)
+    jax.clear_caches()
+    for cfg in (BLOCKS[0], GRID[2]):  # k2 s2; k3 s2 (overlapping)
+        check_against_torch(cfg, "scatter", channels_last=channels_last)
+    assert bool(calls) == channels_last
+
+
 @settings(HYPOTHESIS, max_examples=8)
 @given(configs())
 def test_random_configs_match_vjp_form(cfg):

@@ -110,6 +110,28 @@ for method in (m for m in only if m in ("scatter", "subpixel", "auto")):
     big = [n for n in gathered_sizes(compiled.as_text()) + gathered_sizes(grads.as_text()) if n > wg.size]
     if out.sharding.spec != P("sp") or big:
         failures.append(f"grouped {method} batch: spec {out.sharding.spec}, activation-sized all-gathers {big}")
+# channels-last k2 s2 (a Flax layer's layout): the scatter form computes it channels-last (`blocks_channels_last`)
+yl, wl = rng.standard_normal((8, 8, 8, 4)).astype(np.float32), rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+nhwc = dict(stride=2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+nhwc_cases = {
+    "batch": (NamedSharding(line, P("sp")), NamedSharding(line, P()), P("sp")),
+    "spatial": (NamedSharding(line, P(None, "sp")), NamedSharding(line, P()), P(None, "sp")),
+    "channel": (NamedSharding(grid, P("data")), NamedSharding(grid, P(None, None, None, "model")),
+                P("data", None, None, "model")),
+}
+for method in (m for m in only if m in ("scatter", "auto")):
+    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **nhwc, method=method))
+    for case, (ys, ws, expected) in nhwc_cases.items():
+        ya, wa = jax.device_put(yl, ys), jax.device_put(wl, ws)
+        compiled = f.lower(ya, wa).compile()
+        out = compiled(ya, wa)
+        assert_close(out, f(yl, wl), err_msg=f"channels-last {method} {case}")
+        grads = jax.jit(jax.grad(lambda y, w: (f(y, w) ** 2).sum(), (0, 1))).lower(ya, wa).compile()
+        gy, gw = grads(ya, wa)
+        big = [n for n in gathered_sizes(compiled.as_text()) + gathered_sizes(grads.as_text()) if n > wl.size]
+        if out.sharding.spec != expected or gy.sharding.spec != ys.spec or big:
+            failures.append(f"channels-last {method} {case}: spec {out.sharding.spec} (want {expected}), input "
+                            f"gradient {gy.sharding.spec} (want {ys.spec}), activation-sized all-gathers {big}")
 assert not failures, "\n".join(failures)
 print("functions ok")
 
@@ -153,6 +175,15 @@ for kwargs, wshape in explicit_cases:
             grads = loss(jax.device_put(y, NamedSharding(explicit, P("data"))), w)
         for got, want in zip(grads, loss(y, w)):
             assert_close(got, want, err_msg=f"{method} {kwargs} explicit gradients")
+for method in (m for m in only if m in ("scatter", "auto")):  # channels-last k2 s2 (`blocks_channels_last`)
+    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **nhwc, method=method))
+    loss = jax.jit(jax.grad(lambda y, w: (f(y, w) ** 2).sum(), (0, 1)))
+    with jax.set_mesh(explicit):
+        ya = jax.device_put(yl, NamedSharding(explicit, P("data")))
+        out, grads = f(ya, wl), loss(ya, wl)
+    assert out.sharding.spec == P("data", None, None, None), (method, "channels-last", out.sharding.spec)
+    for got, want in zip((out, *grads), (f(yl, wl), *loss(yl, wl))):
+        assert_close(got, want, err_msg=f"{method} channels-last explicit")
 print("explicit ok")
 """
 

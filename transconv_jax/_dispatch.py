@@ -25,6 +25,7 @@ from ._spec import (
     conv_transpose_spec,
     drop_batch_axis,
     from_canonical,
+    overlaps,
     result_dtype,
     to_canonical,
 )
@@ -199,12 +200,6 @@ def auto_method(
     if derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64:
         return "vjp"
     return "scatter" if derivatives and small_columns(y_shape, w_shape, spec.groups) else "subpixel"
-
-
-def overlaps(kernel: tuple[int, ...], spec: Spec) -> bool:
-    """Whether kernel taps overlap in the output: `kernel > stride` or a dilation on some axis (else
-    every input element writes its own block, as in U-Net's and V-Net's k2 s2)."""
-    return not all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True))
 
 
 def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vjp", "scatter", "subpixel"]:

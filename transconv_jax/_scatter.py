@@ -44,7 +44,7 @@ from jax import lax
 
 from ._conv import accumulate, pad_spatial
 from ._shuffle import interleave, reshape
-from ._spec import Spec, accumulation_dtype, transpose_spatial
+from ._spec import Spec, accumulation_dtype, overlaps, transpose_spatial
 
 _SPATIAL = "stu"  # einsum letters of the spatial axes, up to 3-D
 
@@ -68,6 +68,8 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
         >>> conv_transpose_scatter_form(jnp.array([[[1.0, 10.0]]]), jnp.array([[[1.0, 2.0, 3.0]]]), spec)
         Array([[[ 1.,  2., 13., 20., 30.]]], dtype=float32)
     """
+    if spec.channels_last and not overlaps(w.shape[2:], spec):
+        return blocks_channels_last(y, w, spec)
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
     cols = _columns(y, w, spec)
     if one_element(y.shape[2:], spec):
@@ -75,6 +77,42 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     small = small_columns(y.shape, w.shape, spec.groups)
     col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride, small) else col2im_by_tap
     return col2im(cols, spec, out_spatial)
+
+
+def blocks_channels_last(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
+    """The scatter form where taps do not overlap (`kernel <= stride`, no dilation), computed channels-last.
+
+    Every input element writes its own `stride`-sized block of the full output: one GEMM
+    `(N * spatial, C_in / g) x (C_in / g, taps * C_out / g)` per group gives the blocks (taps past
+    the kernel are zeros), a depth-to-space puts them in place with the channels last, and
+    `padding` crops the result. Taken when the caller's arrays are channels-last
+    (`Spec.channels_last`, the Flax layers): the transposes here, into and out of
+    `(N, *spatial, C)`, cancel those of `conv_transpose` into and out of the canonical layout, so
+    the GEMM reads the caller's input as it is and the output is written once, forward and
+    backward (`benchmarks/channels_last.py`, BENCHMARKS.md). On channels-first arrays the
+    canonical path (`_columns`, `col2im_by_tap`) was faster.
+
+    Args and returns: as `conv_transpose_scatter_form` (canonical arrays).
+    """
+    nd, g = spec.ndim, spec.groups
+    n, c_in, *spatial = y.shape
+    _, c_out_g, *kernel = w.shape
+    spatial_axes = tuple(range(1, 1 + nd))
+    yl = reshape(jnp.moveaxis(y, 1, -1), (n, *spatial, g, c_in // g), (0, *spatial_axes, 1 + nd, None))
+    wg = jnp.moveaxis(w.reshape(g, c_in // g, c_out_g, *kernel), 2, -1)  # (g, C_in / g, *kernel, C_out / g)
+    dims = (((2 + nd,), (1,)), ((1 + nd,), (0,)))  # y first: the GEMM's rows are the input elements
+    product = functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision)
+    blocks = accumulate(product, yl, wg, accumulation_dtype(y.dtype, spec.preferred_element_type))
+    blocks = jnp.moveaxis(blocks, 0, -2)  # (N, *spatial, *kernel, g, C_out / g)
+    beyond = [(0, st - kt, 0) for kt, st in zip(kernel, spec.stride, strict=True)]  # taps past the kernel
+    blocks = lax.pad(blocks, jnp.zeros((), blocks.dtype), [(0, 0, 0)] * (1 + nd) + beyond + [(0, 0, 0)] * 2)
+    blocks = reshape(blocks, (n, *spatial, math.prod(spec.stride), g * c_out_g), (0, *spatial_axes, None, 1 + 2 * nd))
+    full = interleave(blocks, "N" + "X" * nd + "PC", spec.stride, channels_last=True)
+    out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
+    crops = [
+        (-lo, want - size + lo) for (lo, _), size, want in zip(spec.padding, full.shape[1:-1], out_spatial, strict=True)
+    ]
+    return jnp.moveaxis(pad_spatial(full, crops, channels_last=True), -1, 1)
 
 
 def one_element(spatial: tuple[int, ...], spec: Spec) -> bool:
@@ -124,6 +162,10 @@ def small_columns(y_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: in
     n, _, *spatial = y_shape
     _, c_out_g, *kernel = w_shape
     return n * math.prod(spatial) * math.prod(kernel) * c_out_g * groups <= _SMALL_COLUMNS
+
+
+def _dot_general(a, b, acc, *, dimension_numbers, precision):
+    return lax.dot_general(a, b, dimension_numbers, precision=precision, preferred_element_type=acc)
 
 
 def _einsum(subscripts: str, a, b, acc, *, precision):

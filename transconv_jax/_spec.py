@@ -53,6 +53,10 @@ class Spec:
     precision: Any = None
     preferred_element_type: Any = None
     matrix_budget: int = DEFAULT_MATRIX_BUDGET
+    channels_last: bool = False
+    """Whether the caller's input and output are channels-last (`Layout.channels_last`, e.g. the Flax
+    layers'): a form that can compute on channels-last arrays then does, so that its transposes cancel
+    XLA's into and out of the canonical layout (`_scatter.blocks_channels_last`). Never changes a value."""
 
     @property
     def ndim(self) -> int:
@@ -75,6 +79,11 @@ class Layout:
     @property
     def is_canonical(self) -> bool:
         return all(p == tuple(range(len(p))) for p in (self.lhs, self.rhs, self.out))
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether input and output are `(N, *spatial, C)`, as in ('NHWC', ..., 'NHWC')."""
+        return all(p == (0, len(p) - 1, *range(1, len(p) - 1)) for p in (self.lhs, self.out))
 
 
 def lax_layout(ndim: int, channels_last: bool = False) -> tuple[str, str, str]:
@@ -180,6 +189,7 @@ def conv_transpose_spec(
     if output_shape is not None:
         spec = _with_output_shape(spec, yshape[2:], wshape[2:], output_shape, output_padding)
     _check_nonempty(transpose_spatial(yshape[2:], wshape[2:], spec), "transposed convolution", spec)
+    spec = dataclasses.replace(spec, channels_last=layout.channels_last)
     return _finish(spec, input.dtype, preferred_element_type, matrix_budget), layout
 
 
@@ -196,6 +206,12 @@ def conv_spec(
     spec = make_spec(ndim, xshape[2:], wshape[2:], stride, padding, dilation, groups, precision, transpose=False)
     _check_nonempty(conv_spatial(xshape[2:], wshape[2:], spec), "convolution", spec)
     return _finish(spec, input.dtype, preferred_element_type, None), layout
+
+
+def overlaps(kernel: tuple[int, ...], spec: Spec) -> bool:
+    """Whether kernel taps overlap in the output: `kernel > stride` or a dilation on some axis (else
+    every input element writes its own block, as in U-Net's and V-Net's k2 s2)."""
+    return not all(k <= s and d == 1 for k, s, d in zip(kernel, spec.stride, spec.dilation, strict=True))
 
 
 def accumulation_dtype(dtype, preferred_element_type=None) -> np.dtype:
