@@ -2,6 +2,8 @@
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/channels_last.py [--rounds 9] [--only NAME] [--quick]
 
+(`--quick`: the tiny layers and a tiny k2 s2, a smoke test in `make test`.)
+
 The bench (`bench.py`) times every layer channels-first, as PyTorch holds it. Flax's layers, ours
 included (`transconv_jax.nnx.ConvTranspose`, `transconv_jax.linen.ConvTranspose`), hold
 channels-last arrays and call `conv_transpose` with `dimension_numbers=("NHWC", "HWIO", "NHWC")`
@@ -71,7 +73,7 @@ def measure(layer: suite.Layer, rounds: int, load: suite.Load) -> dict:
         fns[name, "fwd_bwd"] = (jax.jit(suite.fwd_bwd(f)).lower(*args).compile(), args)
     nd = layer.ndim
     reference = [np.asarray(a) for a in fns["auto NC*", "fwd_bwd"][0](*first)]
-    for name, (f, is_last) in contenders(layer).items():
+    for name, (_, is_last) in contenders(layer).items():
         if not is_last:
             continue
         out, dy, dw = (np.asarray(a) for a in fns[name, "fwd_bwd"][0](*last))
@@ -84,8 +86,13 @@ def measure(layer: suite.Layer, rounds: int, load: suite.Load) -> dict:
                                      (), rounds, load)  # fmt: skip
 
 
+TINY_K2 = suite.Layer("tiny 2-D k2 s2", 2, 8, 4, (8, 8), 2, 2)  # `--quick`: the scatter form's channels-last blocks
+
+
 def main(argv=None) -> None:
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 9, argv)
+    if layers and layers[0] in suite.TINY:
+        layers = [*layers, TINY_K2]
     load = suite.Load()
     print(f"jax {jax.__version__}, {os.cpu_count()} cores, {rounds} interleaved rounds; median ms "
           "(N*C / NC*: channels-last over channels-first)")  # fmt: skip
