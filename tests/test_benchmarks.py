@@ -81,3 +81,10 @@ def test_channels_last_quick_checks_and_times_each_layer():
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 3 and "| tiny 2-D k2 s2 |" in out and all(row.count("|") == 9 for row in rows), out
     assert "load average" in out
+
+
+def test_ab_quick_compares_with_a_revision():
+    out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", "--channels-last"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and all(row.count("|") == 10 for row in rows), out
+    assert "against HEAD (old), channels-last" in out and "load average" in out

@@ -1,0 +1,109 @@
+"""`auto` of this checkout against `auto` of an earlier commit, in one interleaved run.
+
+Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--rounds 21] [--quick]
+
+The package as it was at git revision `REV` is extracted (`git archive`) into a temporary
+directory and imported under another name, next to this checkout's. For every suite layer (or
+`--only` those whose name starts with NAME; `--generator`, the DCGAN generator's layers) both
+compile the forward and fwd+bwd of `conv_transpose(method="auto")`, on channels-first arrays or,
+with `--channels-last`, on the arrays the Flax layers hold. The script prints whether XLA's
+compiled programs are the same (metadata and source locations aside: then any difference in time
+is noise), checks the two results agree, and times all four programs in interleaved rounds:
+medians and the ratios new / old, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
+from channels_last import channels_last  # noqa: E402
+
+import transconv_jax  # noqa: E402
+from transconv_jax._spec import lax_layout  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def import_revision(rev: str, into: str):
+    """The package `transconv_jax` as of git revision `rev`, imported as `transconv_jax_old`."""
+    archive = subprocess.run(["git", "archive", rev, "transconv_jax"], cwd=ROOT, capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    os.rename(os.path.join(into, "transconv_jax"), os.path.join(into, "transconv_jax_old"))
+    sys.path.insert(0, into)
+    return importlib.import_module("transconv_jax_old")
+
+
+def program_text(compiled) -> str:
+    """Compiled HLO without metadata and source locations, which differ between two copies of the code."""
+    lines = compiled.as_text().splitlines()
+    lines = [line for line in lines if not re.match(r"^(\d+ |FileNames|FunctionNames|FileLocations|StackFrames)", line)]
+    return re.sub(r"metadata=\{[^}]*\}|, stack_frame_id=\d+", "", "\n".join(lines))
+
+
+def compare(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: suite.Load) -> str:
+    """One markdown row: same programs?, medians (ms) and ratios new / old of forward and fwd+bwd."""
+    args = tuple(jnp.asarray(a) for a in layer.arrays())
+    options = {}
+    if last:
+        args = channels_last(layer, *args)
+        options["dimension_numbers"] = lax_layout(layer.ndim, channels_last=True)
+    fns, texts = {}, {}
+    for tag, package in packages.items():
+        f = lambda y, w, p=package: p.conv_transpose(y, w, **layer.kwargs, **options)  # noqa: E731
+        for phase, fn in (("fwd", lambda y, w, g, f=f: f(y, w)), ("fwd+bwd", suite.fwd_bwd(f))):
+            fns[tag, phase] = jax.jit(fn).lower(*args).compile()
+            texts[tag, phase] = program_text(fns[tag, phase])
+    for phase in ("fwd", "fwd+bwd"):
+        got, want = (jax.tree.leaves(fns[tag, phase](*args)) for tag in ("new", "old"))
+        for a, b in zip(got, want, strict=True):
+            err = float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
+            if err > 1e-4:
+                raise AssertionError(f"{layer.name} {phase}: new and old differ by {err:.1e}")
+    t = suite.interleaved_medians(fns, args, rounds, load)
+    cells = []
+    for phase in ("fwd", "fwd+bwd"):
+        same = "same" if texts["new", phase] == texts["old", phase] else "differ"
+        new, old = t["new", phase] * 1e3, t["old", phase] * 1e3
+        cells += [same, f"{old:.3g}", f"{new:.3g}", f"{new / old:.2f}x"]
+    return f"| {layer.name} | " + " | ".join(cells) + " |"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rev", help="the git revision to compare with, e.g. HEAD~1 or a commit")
+    parser.add_argument("--channels-last", action="store_true", help="the Flax layers' layout")
+    args, rest = parser.parse_known_args(argv)
+    layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 21, rest)
+    with tempfile.TemporaryDirectory() as tmp:
+        packages = {"new": transconv_jax, "old": import_revision(args.rev, tmp)}
+        load = suite.Load()
+        layout = "channels-last" if args.channels_last else "channels-first"
+        print(f"auto of this checkout (new) against {args.rev} (old), {layout}; jax {jax.__version__}, "
+              f"{os.cpu_count()} cores, {rounds} interleaved rounds; median ms")  # fmt: skip
+        print()
+        print("| layer | fwd programs | fwd old | fwd new | new / old | fwd+bwd programs | fwd+bwd old | fwd+bwd new "
+              "| new / old |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
+        for layer in layers:
+            print(compare(layer, packages, args.channels_last, rounds, load), flush=True)
+        print()
+        print(load.finish().describe())
+
+
+if __name__ == "__main__":
+    main()
