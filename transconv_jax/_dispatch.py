@@ -139,7 +139,8 @@ def auto_method(
        convolutions on two threads reach a fraction of the GEMM rate). Both gradients: 'subpixel'
        (im2col GEMMs) without dilation, 'vjp' (the convolutions `jax.lax` runs) with it;
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
-       k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
+       k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up
+       (channels-last on channels-last arrays, `_scatter.blocks_channels_last`);
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
        'subpixel', one stride-1 conv. The input gradient is the 'vjp' form's (one strided
        convolution of the cotangent) when both channel counts are at least 64, where XLA:CPU's

@@ -23,6 +23,10 @@ fallback and Caffe's Deconvolution layer compute it: a GEMM, then col2im.
    stack and the interleave's reshape without gathering. Phases of the uncropped grid (one row
    more per axis, cropped after the interleave) made GSPMD all-gather the whole output.
 
+Channels-last callers (`Spec.channels_last`: the Flax layers). Where taps do not overlap (U-Net's
+and V-Net's k2 s2), the form runs channels-last instead (`blocks_channels_last`), so that its
+transposes cancel those into and out of the canonical layout.
+
 Python loops run over kernel taps only (static), never over pixels or batch; nothing multiplies
 an inserted zero, and no `lhs_dilation` is lowered (so XLA:CPU's strided-dilated abort cannot
 occur). Autodiff gives the im2col backward: the cotangent split into phases, one contiguous
