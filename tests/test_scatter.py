@@ -1,5 +1,6 @@
 """method='scatter' (GEMM + col2im) against PyTorch, the vjp form and the adjoint facts it must keep."""
 
+import dataclasses
 import math
 
 import jax
@@ -13,7 +14,7 @@ from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, config
 
 import transconv_jax as tc
 from transconv_jax import _scatter
-from transconv_jax._dispatch import auto_method
+from transconv_jax._dispatch import auto_forms, auto_method
 from transconv_jax._scatter import conv_transpose_scatter_form, transposes_by_axis
 
 GRID = [
@@ -70,6 +71,19 @@ def test_grid_matches_torch_channels_last(cfg):
 @given(configs())
 def test_random_configs_match_torch_channels_last(cfg):
     check_against_torch(cfg, "scatter", seed=8, channels_last=True)
+
+
+def test_auto_on_channels_last_dilated_stride_1_runs_the_convolution():
+    """Channels-last, a dilated stride-1 layer is the vjp form's convolution, forward and both gradients
+    (channels-first: scatter's GEMM forward); the values are torch's either way."""
+    cfg = oracle.GRID[4]  # stride 1, dilated
+    y, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (cfg.y_shape, cfg.w_shape))
+    spec = cfg.spec()
+    last = dataclasses.replace(spec, channels_last=True)
+    assert auto_forms(last, cfg.y_shape, cfg.w_shape, "cpu") == ("vjp", "vjp", "vjp")
+    assert auto_forms(spec, cfg.y_shape, cfg.w_shape, "cpu") == ("scatter", "vjp", "vjp")
+    for channels_last in (True, False):
+        check_against_torch(cfg, "auto", channels_last=channels_last)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

@@ -137,7 +137,10 @@ def auto_method(
        1x1 -> 4x4): 'scatter', which is then one GEMM and a transpose, forward and both gradients;
     3. stride 1 on every axis: 'scatter' for the forward (a GEMM and shifted adds; XLA:CPU's
        convolutions on two threads reach a fraction of the GEMM rate). Both gradients: 'subpixel'
-       (im2col GEMMs) without dilation, 'vjp' (the convolutions `jax.lax` runs) with it;
+       (im2col GEMMs) without dilation, 'vjp' (the convolutions `jax.lax` runs) with it. With
+       dilation on channels-last arrays (`Spec.channels_last`, the Flax layers) the forward is
+       'vjp' too, a dilated convolution XLA:CPU runs on them as they lie, where the scatter
+       form's GEMM needs its input transposed (BENCHMARKS.md, "Channels-last");
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up
        (channels-last on channels-last arrays, `_scatter.blocks_channels_last`);
@@ -191,9 +194,9 @@ def auto_method(
     if one_element(y_shape[2:], spec):
         return "scatter"
     if max(spec.stride) == 1:
-        if not derivatives:
-            return "scatter"
-        return "subpixel" if max(spec.dilation) == 1 else "vjp"
+        if max(spec.dilation) > 1:
+            return "vjp" if derivatives or spec.channels_last else "scatter"
+        return "subpixel" if derivatives else "scatter"
     if not overlaps(kernel, spec):
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):
