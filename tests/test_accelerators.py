@@ -88,10 +88,15 @@ def test_half_precision_operands_in_every_product_forward_and_backward(cfg, meth
     assert any(p.get("preferred_element_type") == np.dtype(np.float32) for _, _, p in found)
 
 
-@pytest.mark.parametrize("method", ["scatter", "auto"])
-def test_half_precision_operands_on_channels_last_blocks(method):
-    """The scatter form's channels-last path (`blocks_channels_last`: U-Net k2 s2 in a Flax layer's layout)."""
-    found = _forward_and_backward(U_NET_K2, method, jnp.bfloat16, channels_last=True)
+@pytest.mark.parametrize(
+    "cfg, method",
+    [(U_NET_K2, "scatter"), (U_NET_K2, "auto"), (CONFIGS["DCGAN k4 s2 p1"], "scatter"), (CONFIGS["stride 1"], "auto")],
+    ids=str,
+)
+def test_half_precision_operands_on_channels_last_paths(cfg, method):
+    """The scatter form's channels-last paths in a Flax layer's layout: `blocks_channels_last` (U-Net k2
+    s2) and channels-last columns with their col2im (overlapping taps, 1-D and 2-D)."""
+    found = _forward_and_backward(cfg, method, jnp.bfloat16, channels_last=True)
     assert len(found) >= 3, found
     assert all(set(dtypes) == {"bfloat16"} for _, dtypes, _ in found), found
     assert any(p.get("preferred_element_type") == np.dtype(np.float32) for _, _, p in found)

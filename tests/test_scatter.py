@@ -86,18 +86,28 @@ def test_auto_on_channels_last_dilated_stride_1_runs_the_convolution():
         check_against_torch(cfg, "auto", channels_last=channels_last)
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_blocks_are_computed_channels_last_for_channels_last_callers(channels_last, monkeypatch):
-    """The Flax layers' layout takes `blocks_channels_last` where taps do not overlap; channels-first and
-    overlapping taps keep the canonical path."""
+@pytest.mark.parametrize(
+    "cfg, channels_last, path",
+    [
+        (BLOCKS[0], True, "blocks"),  # k2 s2: `blocks_channels_last`
+        (GRID[2], True, "columns"),  # 2-D k3 s2, overlapping taps: channels-last columns and col2im
+        (oracle.GRID[1], True, "columns"),  # 1-D
+        (oracle.GRID[8], True, None),  # 3-D k3 s2: the canonical path (channels-last was slower there)
+        (BLOCKS[0], False, None),
+        (GRID[2], False, None),
+    ],
+    ids=str,
+)
+def test_channels_last_callers_get_the_channels_last_paths(cfg, channels_last, path, monkeypatch):
+    """The Flax layers' layout computes channels-last where it measured faster; channels-first never does."""
     calls = []
-    spy = lambda *a: calls.append(1) or blocks(*a)  # noqa: E731
-    blocks = _scatter.blocks_channels_last
-    monkeypatch.setattr(_scatter, "blocks_channels_last", spy)
+    for name in ("blocks_channels_last", "_columns_channels_last"):
+        real = getattr(_scatter, name)
+        monkeypatch.setattr(_scatter, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
     jax.clear_caches()
-    for cfg in (BLOCKS[0], GRID[2]):  # k2 s2; k3 s2 (overlapping)
-        check_against_torch(cfg, "scatter", channels_last=channels_last)
-    assert bool(calls) == channels_last
+    check_against_torch(cfg, "scatter", channels_last=channels_last)
+    expected = {"blocks": {"blocks_channels_last", "_columns_channels_last"}, "columns": {"_columns_channels_last"}}
+    assert set(calls) == expected.get(path, set())
 
 
 @settings(HYPOTHESIS, max_examples=8)

@@ -110,8 +110,9 @@ for method in (m for m in only if m in ("scatter", "subpixel", "auto")):
     big = [n for n in gathered_sizes(compiled.as_text()) + gathered_sizes(grads.as_text()) if n > wg.size]
     if out.sharding.spec != P("sp") or big:
         failures.append(f"grouped {method} batch: spec {out.sharding.spec}, activation-sized all-gathers {big}")
-# channels-last k2 s2 (a Flax layer's layout): the scatter form computes it channels-last (`blocks_channels_last`)
-yl, wl = rng.standard_normal((8, 8, 8, 4)).astype(np.float32), rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+# channels-last (a Flax layer's layout): the scatter form computes k2 s2 (`blocks_channels_last`) and, in 2-D,
+# overlapping taps (k4 s2 p1, `scatter` only: `auto` takes subpixel there) channels-last
+yl = rng.standard_normal((8, 8, 8, 4)).astype(np.float32)
 nhwc = dict(stride=2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 nhwc_cases = {
     "batch": (NamedSharding(line, P("sp")), NamedSharding(line, P()), P("sp")),
@@ -119,8 +120,10 @@ nhwc_cases = {
     "channel": (NamedSharding(grid, P("data")), NamedSharding(grid, P(None, None, None, "model")),
                 P("data", None, None, "model")),
 }
-for method in (m for m in only if m in ("scatter", "auto")):
-    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **nhwc, method=method))
+nhwc_layers = [((2, 2, 4, 4), {}, ("scatter", "auto")), ((4, 4, 4, 4), dict(padding=1), ("scatter",))]
+for (w_shape, extra, methods), method in ((la, m) for la in nhwc_layers for m in only if m in la[2]):
+    wl = rng.standard_normal(w_shape).astype(np.float32)
+    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **nhwc, **extra, method=method))
     for case, (ys, ws, expected) in nhwc_cases.items():
         ya, wa = jax.device_put(yl, ys), jax.device_put(wl, ws)
         compiled = f.lower(ya, wa).compile()
@@ -130,7 +133,7 @@ for method in (m for m in only if m in ("scatter", "auto")):
         gy, gw = grads(ya, wa)
         big = [n for n in gathered_sizes(compiled.as_text()) + gathered_sizes(grads.as_text()) if n > wl.size]
         if out.sharding.spec != expected or gy.sharding.spec != ys.spec or big:
-            failures.append(f"channels-last {method} {case}: spec {out.sharding.spec} (want {expected}), input "
+            failures.append(f"channels-last k{w_shape[0]} {method} {case}: spec {out.sharding.spec} (want {expected}), input "
                             f"gradient {gy.sharding.spec} (want {ys.spec}), activation-sized all-gathers {big}")
 assert not failures, "\n".join(failures)
 print("functions ok")
@@ -175,13 +178,14 @@ for kwargs, wshape in explicit_cases:
             grads = loss(jax.device_put(y, NamedSharding(explicit, P("data"))), w)
         for got, want in zip(grads, loss(y, w)):
             assert_close(got, want, err_msg=f"{method} {kwargs} explicit gradients")
-for method in (m for m in only if m in ("scatter", "auto")):  # channels-last k2 s2 (`blocks_channels_last`)
-    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **nhwc, method=method))
+for (w_shape, extra, methods), method in ((la, m) for la in nhwc_layers for m in only if m in la[2]):  # channels-last
+    wl = rng.standard_normal(w_shape).astype(np.float32)
+    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **nhwc, **extra, method=method))
     loss = jax.jit(jax.grad(lambda y, w: (f(y, w) ** 2).sum(), (0, 1)))
     with jax.set_mesh(explicit):
         ya = jax.device_put(yl, NamedSharding(explicit, P("data")))
         out, grads = f(ya, wl), loss(ya, wl)
-    assert out.sharding.spec == P("data", None, None, None), (method, "channels-last", out.sharding.spec)
+    assert out.sharding.spec == P("data", None, None, None), (method, w_shape, "channels-last", out.sharding.spec)
     for got, want in zip((out, *grads), (f(yl, wl), *loss(yl, wl))):
         assert_close(got, want, err_msg=f"{method} channels-last explicit")
 print("explicit ok")

@@ -75,12 +75,14 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     if spec.channels_last and not overlaps(w.shape[2:], spec):
         return blocks_channels_last(y, w, spec)
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
-    cols = _columns(y, w, spec)
     if one_element(y.shape[2:], spec):
-        return _tile(cols, spec)
+        return _tile(_columns(y, w, spec), spec)
+    if spec.channels_last and spec.ndim <= 2:
+        out = _col2im(_columns_channels_last(y, w, spec), spec, out_spatial, True)
+        return jnp.moveaxis(out, -1, 1)
     small = small_columns(y.shape, w.shape, spec.groups)
     col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride, small) else col2im_by_tap
-    return col2im(cols, spec, out_spatial)
+    return col2im(_columns(y, w, spec), spec, out_spatial)
 
 
 def blocks_channels_last(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
@@ -98,20 +100,13 @@ def blocks_channels_last(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
 
     Args and returns: as `conv_transpose_scatter_form` (canonical arrays).
     """
-    nd, g = spec.ndim, spec.groups
-    n, c_in, *spatial = y.shape
-    _, c_out_g, *kernel = w.shape
-    spatial_axes = tuple(range(1, 1 + nd))
-    yl = reshape(jnp.moveaxis(y, 1, -1), (n, *spatial, g, c_in // g), (0, *spatial_axes, 1 + nd, None))
-    wg = jnp.moveaxis(w.reshape(g, c_in // g, c_out_g, *kernel), 2, -1)  # (g, C_in / g, *kernel, C_out / g)
-    dims = (((2 + nd,), (1,)), ((1 + nd,), (0,)))  # y first: the GEMM's rows are the input elements
-    product = functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision)
-    blocks = accumulate(product, yl, wg, accumulation_dtype(y.dtype, spec.preferred_element_type))
-    blocks = jnp.moveaxis(blocks, 0, -2)  # (N, *spatial, *kernel, g, C_out / g)
+    nd = spec.ndim
+    n, _, *spatial = y.shape
+    kernel = w.shape[2:]
+    blocks = _columns_channels_last(y, w, spec)  # (N, *spatial, *kernel, C_out)
     beyond = [(0, st - kt, 0) for kt, st in zip(kernel, spec.stride, strict=True)]  # taps past the kernel
-    blocks = lax.pad(blocks, jnp.zeros((), blocks.dtype), [(0, 0, 0)] * (1 + nd) + beyond + [(0, 0, 0)] * 2)
-    blocks = reshape(blocks, (n, *spatial, math.prod(spec.stride), g * c_out_g), (0, *spatial_axes, None, 1 + 2 * nd))
-    full = interleave(blocks, "N" + "X" * nd + "PC", spec.stride, channels_last=True)
+    blocks = lax.pad(blocks, jnp.zeros((), blocks.dtype), [(0, 0, 0)] * (1 + nd) + beyond + [(0, 0, 0)])
+    full = interleave(_merge_taps(blocks, 1 + nd, nd), "N" + "X" * nd + "PC", spec.stride, channels_last=True)
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
     crops = [
         (-lo, want - size + lo) for (lo, _), size, want in zip(spec.padding, full.shape[1:-1], out_spatial, strict=True)
@@ -195,53 +190,100 @@ def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     return reshape(cols, (g * c_out_g, *kernel, n, *spatial), (0, *(None,) * nd, 3, *range(4, 4 + nd)))
 
 
-def col2im_by_tap(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
-    """col2im: each tap of `cols` (`(C, *kernel, N, *spatial)`) padded into its output phase, the phases
+def _columns_channels_last(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
+    """`_columns` channels-last: `(N, *spatial, *kernel, C_out)`, for channels-last callers.
+
+    One `dot_general` per group with the input first, so that the GEMM's rows are the input
+    elements as a channels-last input holds them (`jnp.einsum` put the kernel first: XLA then
+    transposed the input).
+    """
+    nd, g = spec.ndim, spec.groups
+    n, c_in, *spatial = y.shape
+    _, c_out_g, *kernel = w.shape
+    spatial_axes = tuple(range(1, 1 + nd))
+    yl = reshape(jnp.moveaxis(y, 1, -1), (n, *spatial, g, c_in // g), (0, *spatial_axes, 1 + nd, None))
+    wg = jnp.moveaxis(w.reshape(g, c_in // g, c_out_g, *kernel), 2, -1)  # (g, C_in / g, *kernel, C_out / g)
+    dims = (((2 + nd,), (1,)), ((1 + nd,), (0,)))
+    product = functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision)
+    cols = accumulate(product, yl, wg, accumulation_dtype(y.dtype, spec.preferred_element_type))
+    cols = jnp.moveaxis(cols, 0, -2)  # (N, *spatial, *kernel, g, C_out / g)
+    return reshape(cols, (*cols.shape[:-2], g * c_out_g), (*range(1 + 2 * nd), 1 + 2 * nd))
+
+
+def _merge_taps(cols: jax.Array, first: int, nd: int) -> jax.Array:
+    """The `nd` axes of `cols` from `first` on (kernel taps or phases) merged into one, row-major."""
+    shape = (*cols.shape[:first], math.prod(cols.shape[first : first + nd]), *cols.shape[first + nd :])
+    return reshape(cols, shape, (*range(first), None, *range(first + nd, cols.ndim)))
+
+
+def _axes(nd: int, channels_last: bool) -> tuple[int, int]:
+    """Where the first kernel-tap axis and the first row axis of the columns are:
+    `(C, *kernel, N, *rows)`, or channels-last `(N, *rows, *kernel, C)`."""
+    return (1 + nd, 1) if channels_last else (1, 2 + nd)
+
+
+def col2im_by_tap(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], channels_last: bool = False) -> jax.Array:
+    """col2im: each tap of `cols` (`(C, *kernel, N, *spatial)`, or channels-last `(N, *spatial,
+    *kernel, C)` giving `(N, *out_spatial, C)`) padded into its output phase, the phases
     interleaved. XLA fuses the pads, one per kernel tap, into the one pass that writes the output;
     its transpose, the backward's im2col of the cotangent, is one slice per tap, each its own op."""
-    blocks = _blocks(spec, out_spatial)
-    kernel = cols.shape[1 : 1 + spec.ndim]
     nd = spec.ndim
-    flat = reshape(
-        cols, (cols.shape[0], math.prod(kernel), *cols.shape[1 + nd :]), (0, None, *range(1 + nd, 2 + 2 * nd))
-    )
+    blocks = _blocks(spec, out_spatial)
+    first_tap, first_row = _axes(nd, channels_last)
+    kernel = cols.shape[first_tap : first_tap + nd]
+    flat = _merge_taps(cols, first_tap, nd)
+    rows = first_row - nd if first_row > first_tap else first_row  # in a part: the columns without their taps
     parts = []
-    for col, tap in zip(lax.split(flat, (1,) * flat.shape[1], axis=1), itertools.product(*map(range, kernel))):
-        placed = [_place(t, axis, spec, n, b) for axis, (t, n, b) in enumerate(zip(tap, col.shape[3:], blocks))]
+    taps = lax.split(flat, (1,) * flat.shape[first_tap], axis=first_tap)
+    for col, tap in zip(taps, itertools.product(*map(range, kernel))):
+        col = lax.squeeze(col, (first_tap,))
+        sizes = col.shape[rows : rows + nd]
+        placed = [_place(t, axis, spec, n, b) for axis, (t, n, b) in enumerate(zip(tap, sizes, blocks))]
         if None not in placed:
-            part = lax.pad(lax.squeeze(col, (1,)), jnp.zeros((), col.dtype), [(0, 0, 0)] * 2 + [p for _, p in placed])
-            parts.append((tuple(r for r, _ in placed), part))
+            pads = [(0, 0, 0)] * col.ndim
+            pads[rows : rows + nd] = [p for _, p in placed]
+            parts.append((tuple(r for r, _ in placed), lax.pad(col, jnp.zeros((), col.dtype), pads)))
     phases = _sum_by_phase(parts)
-    zeros = jnp.zeros((cols.shape[0], cols.shape[1 + nd], *blocks), cols.dtype)
-    stacked = jnp.stack([phases.get(r, zeros) for r in itertools.product(*map(range, spec.stride))], axis=-1)
-    return _interleave(stacked, "CN" + "X" * nd + "P", spec, out_spatial)
+    shape = list(flat.shape)
+    del shape[first_tap]
+    shape[rows : rows + nd] = blocks
+    zeros = jnp.zeros(shape, cols.dtype)
+    stacked = [phases.get(r, zeros) for r in itertools.product(*map(range, spec.stride))]
+    if channels_last:
+        return _interleave(jnp.stack(stacked, axis=-2), "N" + "X" * nd + "PC", spec, out_spatial, True)
+    return _interleave(jnp.stack(stacked, axis=-1), "CN" + "X" * nd + "P", spec, out_spatial)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _col2im(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _col2im(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], channels_last: bool = False) -> jax.Array:
     """`col2im_by_tap`, whose tangent is `col2im_by_axis`: the same linear map, so reverse mode
     takes the im2col of the cotangent axis by axis (`sum(kernel)` slices in one pass per axis)
-    instead of one slice per tap, while the forward keeps the one fused pass."""
-    return col2im_by_tap(cols, spec, out_spatial)
+    instead of one slice per tap, while the forward keeps the one fused pass. (Channels-last, one
+    slice per tap of a channels-last cotangent made U-Net k3 s2's and DCGAN 16x16's fwd+bwd two
+    to three times slower: this tangent is the only one there.)"""
+    return col2im_by_tap(cols, spec, out_spatial, channels_last)
 
 
 @_col2im.defjvp
-def _col2im_jvp(spec, out_spatial, primals, tangents):
-    return _col2im(*primals, spec, out_spatial), col2im_by_axis(*tangents, spec, out_spatial)
+def _col2im_jvp(spec, out_spatial, channels_last, primals, tangents):
+    out = _col2im(*primals, spec, out_spatial, channels_last)
+    return out, col2im_by_axis(*tangents, spec, out_spatial, channels_last)
 
 
-def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
+def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], channels_last: bool = False) -> jax.Array:
     """`col2im_by_tap` one spatial axis at a time: per axis, its tap axis becomes its phase axis.
 
-    `cols` is `(C, *lead, k, *rest, N, *rows)` at the pass over an axis, where the axes before it
-    are already phases: the taps of this axis are padded along its rows into their phases and
-    added, and the phases are concatenated where the taps were. Each pass materializes its
-    result, so as a forward this is slower than `col2im_by_tap`'s one fused pass; its transpose can
-    be the cheaper one (`transposes_by_axis`).
+    `cols` is `(C, *lead, k, *rest, N, *rows)` at the pass over an axis (channels-last `(N, *rows,
+    *lead, k, *rest, C)`), where the axes before it are already phases: the taps of this axis are
+    padded along its rows into their phases and added, and the phases are concatenated where the
+    taps were. Each pass materializes its result, so as a forward this is slower than
+    `col2im_by_tap`'s one fused pass; its transpose can be the cheaper one (`transposes_by_axis`).
     """
+    nd = spec.ndim
     blocks = _blocks(spec, out_spatial)
+    first_tap, first_row = _axes(nd, channels_last)
     for axis, b in reversed(list(enumerate(blocks))):  # the transpose's last pass is the major axis's
-        tap_axis, row_axis = 1 + axis, 2 + spec.ndim + axis
+        tap_axis, row_axis = first_tap + axis, first_row + axis
         parts = []
         for t, col in enumerate(lax.split(cols, (1,) * cols.shape[tap_axis], axis=tap_axis)):
             placed = _place(t, axis, spec, cols.shape[row_axis], b)
@@ -254,9 +296,10 @@ def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...]) ->
         shape[tap_axis], shape[row_axis] = 1, b
         zeros = jnp.zeros(shape, cols.dtype)
         cols = jnp.concatenate([phases.get(r, zeros) for r in range(spec.stride[axis])], axis=tap_axis)
-    flat = (cols.shape[0], math.prod(spec.stride), *cols.shape[1 + spec.ndim :])
-    flat = reshape(cols, flat, (0, None, *range(1 + spec.ndim, 2 + 2 * spec.ndim)))
-    return _interleave(flat, "CPN" + "X" * spec.ndim, spec, out_spatial)
+    flat = _merge_taps(cols, first_tap, nd)
+    if channels_last:
+        return _interleave(flat, "N" + "X" * nd + "PC", spec, out_spatial, True)
+    return _interleave(flat, "CPN" + "X" * nd, spec, out_spatial)
 
 
 def _sum_by_phase(parts) -> dict:
@@ -281,9 +324,13 @@ def _place(t: int, axis: int, spec: Spec, n: int, blocks: int):
     return r, (q, blocks - q - n, 0)
 
 
-def _interleave(phases: jax.Array, layout: str, spec: Spec, out_spatial: tuple[int, ...]) -> jax.Array:
-    """Row `q * s + r` of the output is row `q` of phase `r`, and `(C, N)` becomes `(N, C)`; then the
-    rows past the output (when `s` does not divide it) are cut. `layout` names the axes of `phases`
-    as `interleave`'s does (`P`: the `prod(stride)` phases, row-major)."""
-    full = interleave(phases, layout, spec.stride)
-    return pad_spatial(full, [(0, want - size) for size, want in zip(full.shape[2:], out_spatial, strict=True)])
+def _interleave(
+    phases: jax.Array, layout: str, spec: Spec, out_spatial: tuple[int, ...], channels_last: bool = False
+) -> jax.Array:
+    """Row `q * s + r` of the output is row `q` of phase `r`, into `(N, C, *spatial)` (or channels-last);
+    then the rows past the output (when `s` does not divide it) are cut. `layout` names the axes of
+    `phases` as `interleave`'s does (`P`: the `prod(stride)` phases, row-major)."""
+    full = interleave(phases, layout, spec.stride, channels_last=channels_last)
+    sizes = full.shape[1:-1] if channels_last else full.shape[2:]
+    crops = [(0, want - size) for size, want in zip(sizes, out_spatial, strict=True)]
+    return pad_spatial(full, crops, channels_last=channels_last)
