@@ -24,8 +24,10 @@ fallback and Caffe's Deconvolution layer compute it: a GEMM, then col2im.
    more per axis, cropped after the interleave) made GSPMD all-gather the whole output.
 
 Channels-last callers (`Spec.channels_last`: the Flax layers). Where taps do not overlap (U-Net's
-and V-Net's k2 s2), the form runs channels-last instead (`blocks_channels_last`), so that its
-transposes cancel those into and out of the canonical layout.
+and V-Net's k2 s2, any rank) the form runs channels-last (`blocks_channels_last`), and so do
+overlapping taps in 1-D and 2-D (`_columns_channels_last`, then col2im on `(N, *spatial, *kernel,
+C)`), so that its transposes cancel those into and out of the canonical layout. 3-D keeps the
+canonical path: its channels-last backward was slower (BENCHMARKS.md, "Channels-last").
 
 Python loops run over kernel taps only (static), never over pixels or batch; nothing multiplies
 an inserted zero, and no `lhs_dilation` is lowered (so XLA:CPU's strided-dilated abort cannot
@@ -77,7 +79,7 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
     if one_element(y.shape[2:], spec):
         return _tile(_columns(y, w, spec), spec)
-    if spec.channels_last and spec.ndim <= 2:
+    if spec.channels_last and spec.ndim <= 2:  # 3-D: the channels-last backward was slower (BENCHMARKS.md)
         out = _col2im(_columns_channels_last(y, w, spec), spec, out_spatial, True)
         return jnp.moveaxis(out, -1, 1)
     small = small_columns(y.shape, w.shape, spec.groups)
@@ -258,9 +260,9 @@ def col2im_by_tap(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], cha
 def _col2im(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], channels_last: bool = False) -> jax.Array:
     """`col2im_by_tap`, whose tangent is `col2im_by_axis`: the same linear map, so reverse mode
     takes the im2col of the cotangent axis by axis (`sum(kernel)` slices in one pass per axis)
-    instead of one slice per tap, while the forward keeps the one fused pass. (Channels-last, one
-    slice per tap of a channels-last cotangent made U-Net k3 s2's and DCGAN 16x16's fwd+bwd two
-    to three times slower: this tangent is the only one there.)"""
+    instead of one slice per tap, while the forward keeps the one fused pass. Channels-last, this
+    is the only backward: one slice per tap of a channels-last cotangent was much slower on
+    U-Net k3 s2 and DCGAN 16x16 (one-off checks)."""
     return col2im_by_tap(cols, spec, out_spatial, channels_last)
 
 
