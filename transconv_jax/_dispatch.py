@@ -142,8 +142,7 @@ def auto_method(
        'vjp' too, a dilated convolution XLA:CPU runs on them as they lie, where the scatter
        form's GEMM needs its input transposed (BENCHMARKS.md, "Channels-last");
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
-       k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up
-       (channels-last on channels-last arrays, `_scatter.blocks_channels_last`);
+       k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
        'subpixel', one stride-1 conv. The input gradient is the 'vjp' form's (one strided
        convolution of the cotangent) when both channel counts are at least 64, where XLA:CPU's
@@ -155,6 +154,9 @@ def auto_method(
     6. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase. (Its
        gradients apart, the vjp form's input gradient was faster than scatter's, but not the
        fwd+bwd that mixed them: scatter's two gradients share the cotangent's columns.)
+
+    On channels-last arrays (`Spec.channels_last`, the Flax layers) the scatter form itself
+    computes channels-last where that measured faster (`_scatter`'s module docstring).
 
     Rule 5 is where gradients mix forms: taking the input gradient from the form whose input
     gradient alone was fastest sped up fwd+bwd on the DCGAN and HiFi-GAN layers, but slowed down
