@@ -56,7 +56,8 @@ class Spec:
     channels_last: bool = False
     """Whether the caller's input and output are channels-last (`Layout.channels_last`, e.g. the Flax
     layers'): a form that can compute on channels-last arrays then does, so that its transposes cancel
-    XLA's into and out of the canonical layout (`_scatter.blocks_channels_last`). Never changes a value."""
+    `conv_transpose`'s into and out of the canonical layout (the scatter form; `auto`'s dilated
+    stride-1 rule). Never changes a value."""
 
     @property
     def ndim(self) -> int:
