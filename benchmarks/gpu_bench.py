@@ -1,5 +1,6 @@
 """`benchmarks/gpu.sh`: the decoder-layer suite on one GPU, float32 and bfloat16, every method against
-`jax.lax.conv_transpose` and PyTorch (cuDNN).
+`jax.lax.conv_transpose` and PyTorch (cuDNN); `auto N*C` is `auto` on channels-last arrays, as the
+Flax layers call it.
 
 The layers are the CPU suite's with the batch times `--batch-scale` (8: a GPU's batch, so that a
 call is the device's work rather than its launch). Per layer and dtype: every contender compiled
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import suite
 from suite import LAYERS, METHODS, TINY, Contender, Layer, Load
 
-CONTENDERS = (*METHODS, "jax.lax", "torch")
+CONTENDERS = (*METHODS, suite.AUTO_CHANNELS_LAST, "jax.lax", "torch")  # auto N*C: the Flax layers' layout
 DTYPES = ("float32", "bfloat16")
 FLAG = 1.05
 

@@ -24,9 +24,10 @@ import numpy as np
 import transconv_jax as tc
 from transconv_jax._conv import flip_kernel
 from transconv_jax._dispatch import FORMS, auto_forms, auto_method
-from transconv_jax._spec import Spec, conv_transpose_spec, dilated_kernel
+from transconv_jax._spec import Spec, conv_transpose_spec, dilated_kernel, lax_layout
 
 METHODS = ("auto", *FORMS)  # every `method=` of `conv_transpose`
+AUTO_CHANNELS_LAST = "auto N*C"  # `auto` on channels-last arrays, as the Flax layers call it
 SLOW_S = 0.5  # a contender slower than this per fwd+bwd is timed in 3 rounds only
 MAX_REPEAT = 200  # most back-to-back calls in one timing sample (`time_contenders(sample_s=...)`)
 # A machine is "quiet" when the 1-min load average was at most QUIET_BEFORE per core before the
@@ -273,6 +274,17 @@ def flax_contender(layer: Layer, y, w, g, dtype) -> Contender:
     return dataclasses.replace(jax_contender(f, last(y), kernel, last(g), dtype), channels_last=True)
 
 
+def auto_channels_last_contender(layer: Layer, y, w, g, dtype) -> Contender:
+    """`conv_transpose(method="auto")` on channels-last arrays, with channels-last dimension numbers as
+    the Flax layers pass them (the kernel as Flax's `(*k, C_out, C_in)`, `HWOI`-style)."""
+    dn = lax_layout(layer.ndim, channels_last=True)
+    dn = (dn[0], dn[1][:-2] + "OI", dn[2])
+    last = lambda a: np.moveaxis(a, 1, -1)  # noqa: E731
+    f = lambda y, k: tc.conv_transpose(y, k, **layer.kwargs, dimension_numbers=dn)  # noqa: E731
+    kernel = w.transpose(*range(2, w.ndim), 1, 0)
+    return dataclasses.replace(jax_contender(f, last(y), kernel, last(g), dtype), channels_last=True)
+
+
 def torch_device() -> str:
     import torch
 
@@ -304,13 +316,15 @@ def torch_contender(layer: Layer, y, w, g, dtype) -> Contender:
 
 
 def build(layer: Layer, name: str, dtype=jnp.float32) -> Contender:
-    """One contender for `layer`: a method name, 'jax.lax', 'flax' or 'torch'. Raises `ValueError`
+    """One contender for `layer`: a method name, `AUTO_CHANNELS_LAST`, 'jax.lax', 'flax' or 'torch'. Raises `ValueError`
     (e.g. the matrix form's memory guard) or `NotImplementedError` when it cannot run the layer."""
     y, w, g = layer.arrays()
     if name == "torch":
         return torch_contender(layer, y, w, g, dtype)
     if name == "flax":
         return flax_contender(layer, y, w, g, dtype)
+    if name == AUTO_CHANNELS_LAST:
+        return auto_channels_last_contender(layer, y, w, g, dtype)
     f = jax_lax_fn(layer) if name == "jax.lax" else method_fn(layer, name)
     return jax_contender(f, y, w, g, dtype)
 

@@ -40,13 +40,13 @@ def test_gpu_dry_run_writes_a_table_with_every_contender(tmp_path):
     _run(["bash", "benchmarks/gpu.sh", "--dry-run"], OUT=str(tmp_path), PYTHON=sys.executable)
     table = (tmp_path / "gpu_bench.md").read_text()
     assert "Dry run" in table
-    header = "| layer | auto | vjp | matmul | scatter | subpixel | jax.lax | torch | auto / jax.lax |"
+    header = "| layer | auto | vjp | matmul | scatter | subpixel | auto N*C | jax.lax | torch | auto / jax.lax |"
     for dtype in ("float32", "bfloat16"):
         for phase in ("forward", "forward + backward", "memory of one forward + backward"):
             assert f"**{dtype}, {phase}**" in table
     assert table.count(header) == 4
     rows = [line for line in table.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 6 and all(row.count("|") == (10 if i % 3 < 2 else 9) for i, row in enumerate(rows))
+    assert len(rows) == 6 and all(row.count("|") == (11 if i % 3 < 2 else 10) for i, row in enumerate(rows))
     float32_times = rows[:2]  # every contender checked against PyTorch and timed (bfloat16 may flag one WRONG)
     assert all("WRONG" not in row and "n/a" not in row for row in float32_times)
 
