@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -61,16 +62,20 @@ def contenders(layer: suite.Layer) -> dict:
     return found
 
 
-def measure(layer: suite.Layer, rounds: int, load: suite.Load) -> dict:
-    """Median seconds of each contender's forward and fwd+bwd; raises if a channels-last result is off."""
+def measure(layer: suite.Layer, rounds: int, load: suite.Load) -> tuple[dict, dict]:
+    """Median seconds of each contender's forward and fwd+bwd, and the seconds of its fwd+bwd's trace,
+    lowering and compile from a cold cache (one each); raises if a channels-last result is off."""
     first = tuple(jnp.asarray(a) for a in layer.arrays())
     last = channels_last(layer, *first)
-    fns = {}
+    fns, compile_s = {}, {}
     for name, (f, is_last) in contenders(layer).items():
         args = last if is_last else first
         fwd = jax.jit(lambda y, w, g, f=f: f(y, w)).lower(*args).compile()
         fns[name, "fwd"] = (fwd, args)
+        jax.clear_caches()
+        start = time.perf_counter()
         fns[name, "fwd_bwd"] = (jax.jit(suite.fwd_bwd(f)).lower(*args).compile(), args)
+        compile_s[name] = time.perf_counter() - start
     nd = layer.ndim
     reference = [np.asarray(a) for a in fns["auto NC*", "fwd_bwd"][0](*first)]
     for name, (_, is_last) in contenders(layer).items():
@@ -82,8 +87,9 @@ def measure(layer: suite.Layer, rounds: int, load: suite.Load) -> dict:
         err = max(float(np.abs(a - r).max() / np.abs(r).max()) for a, r in zip(back, reference, strict=True))
         if err > 1e-4:
             raise AssertionError(f"{layer.name}: {name} is off by {err:.1e}")
-    return suite.interleaved_medians({k: (lambda *a, f=f, args=args: f(*args)) for k, (f, args) in fns.items()},
-                                     (), rounds, load)  # fmt: skip
+    times = suite.interleaved_medians({k: (lambda *a, f=f, args=args: f(*args)) for k, (f, args) in fns.items()},
+                                      (), rounds, load)  # fmt: skip
+    return times, compile_s
 
 
 TINY_K2 = suite.Layer("tiny 2-D k2 s2", 2, 8, 4, (8, 8), 2, 2)  # `--quick`: the scatter form's channels-last blocks
@@ -95,19 +101,22 @@ def main(argv=None) -> None:
         layers = [*layers, TINY_K2]
     load = suite.Load()
     print(f"jax {jax.__version__}, {os.cpu_count()} cores, {rounds} interleaved rounds; median ms "
-          "(N*C / NC*: channels-last over channels-first)")  # fmt: skip
+          "(N*C / NC*: channels-last over channels-first); compile: fwd+bwd from a cold cache, one each, s")  # fmt: skip
     print()
-    print("| layer | fwd NC* | fwd N*C | N*C / NC* | fwd+bwd NC* | fwd+bwd N*C | N*C / NC* | jax.lax N*C fwd+bwd |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| layer | fwd NC* | fwd N*C | N*C / NC* | fwd+bwd NC* | fwd+bwd N*C | N*C / NC* | jax.lax N*C fwd+bwd "
+          "| compile NC* | compile N*C | compile jax.lax N*C |")  # fmt: skip
+    print("|---" * 11 + "|")
     for layer in layers:
-        t = measure(layer, rounds, load)
+        t, compile_s = measure(layer, rounds, load)
         ms = {k: v * 1e3 for k, v in t.items()}
-        lax_cell = f"{ms['jax.lax N*C', 'fwd_bwd']:.3g}" if ("jax.lax N*C", "fwd_bwd") in ms else "n/a"
+        lax = "jax.lax N*C" in compile_s
         cells = []
         for phase in ("fwd", "fwd_bwd"):
             a, b = ms["auto NC*", phase], ms["auto N*C", phase]
             cells += [f"{a:.3g}", f"{b:.3g}", f"{b / a:.2f}x"]
-        print(f"| {layer.name} | " + " | ".join(cells) + f" | {lax_cell} |", flush=True)
+        cells.append(f"{ms['jax.lax N*C', 'fwd_bwd']:.3g}" if lax else "n/a")
+        cells += [f"{compile_s[n]:.2f}" if n in compile_s else "n/a" for n in ("auto NC*", "auto N*C", "jax.lax N*C")]
+        print(f"| {layer.name} | " + " | ".join(cells) + " |", flush=True)
     print()
     print(load.finish().describe())
 

@@ -79,7 +79,7 @@ def test_profile_layer_splits_compile_time():
 def test_channels_last_quick_checks_and_times_each_layer():
     out = _run([sys.executable, "benchmarks/channels_last.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 3 and "| tiny 2-D k2 s2 |" in out and all(row.count("|") == 9 for row in rows), out
+    assert len(rows) == 3 and "| tiny 2-D k2 s2 |" in out and all(row.count("|") == 12 for row in rows), out
     assert "load average" in out
 
 
