@@ -102,9 +102,7 @@ def blocks_channels_last(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
 
     Args and returns: as `conv_transpose_scatter_form` (canonical arrays).
     """
-    nd = spec.ndim
-    n, _, *spatial = y.shape
-    kernel = w.shape[2:]
+    nd, kernel = spec.ndim, w.shape[2:]
     blocks = _columns_channels_last(y, w, spec)  # (N, *spatial, *kernel, C_out)
     beyond = [(0, st - kt, 0) for kt, st in zip(kernel, spec.stride, strict=True)]  # taps past the kernel
     blocks = lax.pad(blocks, jnp.zeros((), blocks.dtype), [(0, 0, 0)] * (1 + nd) + beyond + [(0, 0, 0)])
