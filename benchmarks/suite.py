@@ -268,21 +268,26 @@ def flax_contender(layer: Layer, y, w, g, dtype) -> Contender:
     module = nn.ConvTranspose(layer.c_out, (layer.kernel,) * layer.ndim, (layer.stride,) * layer.ndim, pads,
                               (layer.dilation,) * layer.ndim, use_bias=False, transpose_kernel=True,
                               dtype=dtype, param_dtype=dtype)  # fmt: skip
-    last = lambda a: np.moveaxis(a, 1, -1)
-    kernel = w.transpose(*range(2, w.ndim), 1, 0)  # (*k, C_out, C_in): flax's kernel for transpose_kernel
     f = lambda y, k: module.apply({"params": {"kernel": k}}, y)
+    return _channels_last_contender(f, y, w, g, dtype)
+
+
+def _channels_last_contender(f: Callable, y, w, g, dtype) -> Contender:
+    """`jax_contender` of `f` on channels-last `y` and `g` and a `(*k, C_out, C_in)` kernel (flax's for
+    `transpose_kernel`), which `check` reads back into PyTorch's layout."""
+    last = lambda a: np.moveaxis(a, 1, -1)  # noqa: E731
+    kernel = w.transpose(*range(2, w.ndim), 1, 0)
     return dataclasses.replace(jax_contender(f, last(y), kernel, last(g), dtype), channels_last=True)
 
 
 def auto_channels_last_contender(layer: Layer, y, w, g, dtype) -> Contender:
-    """`conv_transpose(method="auto")` on channels-last arrays, with channels-last dimension numbers as
-    the Flax layers pass them (the kernel as Flax's `(*k, C_out, C_in)`, `HWOI`-style)."""
+    """`conv_transpose(method="auto")` on channels-last arrays with channels-last dimension numbers, as
+    the Flax layers call it (the kernel here `(*k, C_out, C_in)`, `HWOI`-style, where the layers hold
+    `HWIO`: only the kernel's transpose differs)."""
     dn = lax_layout(layer.ndim, channels_last=True)
     dn = (dn[0], dn[1][:-2] + "OI", dn[2])
-    last = lambda a: np.moveaxis(a, 1, -1)  # noqa: E731
     f = lambda y, k: tc.conv_transpose(y, k, **layer.kwargs, dimension_numbers=dn)  # noqa: E731
-    kernel = w.transpose(*range(2, w.ndim), 1, 0)
-    return dataclasses.replace(jax_contender(f, last(y), kernel, last(g), dtype), channels_last=True)
+    return _channels_last_contender(f, y, w, g, dtype)
 
 
 def torch_device() -> str:

@@ -141,6 +141,13 @@ def assert_close(actual, expected, rtol=1e-5, err_msg=""):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
 
 
+def to_channels_last(y, w):
+    """`y` (or a cotangent) and `w` as the Flax layers hold them: `(N, *spatial, C)` and `(*kernel, I, O)`
+    (NumPy or JAX arrays), for `dimension_numbers=lax_layout(nd, channels_last=True)`."""
+    nd = y.ndim - 2
+    return y.transpose(0, *range(2, 2 + nd), 1), w.transpose(*range(2, 2 + nd), 0, 1)
+
+
 def check_against_torch(
     cfg: Config, method: str, seed: int = 0, grads: bool = True, channels_last: bool = False, **options
 ):
@@ -154,9 +161,9 @@ def check_against_torch(
     if channels_last:
         options["dimension_numbers"] = lax_layout(nd, channels_last=True)
     f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method=method, **options))
-    to_user = lambda a: np.moveaxis(a, 1, -1) if channels_last else a  # noqa: E731
+    to_user = lambda a: to_channels_last(a, w)[0] if channels_last else a  # noqa: E731
     to_torch = lambda a: np.moveaxis(np.asarray(a), -1, 1) if channels_last else a  # noqa: E731
-    w_user = w.transpose(*range(2, 2 + nd), 0, 1) if channels_last else w
+    w_user = to_channels_last(y, w)[1] if channels_last else w
     w_torch = lambda a: np.asarray(a).transpose(nd, nd + 1, *range(nd)) if channels_last else a  # noqa: E731
     if not grads:
         assert_close(to_torch(f(to_user(y), w_user)), torch_conv_transpose(y, w, cfg), err_msg=f"{method} {cfg}")

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from oracle import Config, assert_close, torch_conv_transpose
+from oracle import Config, assert_close, to_channels_last, torch_conv_transpose
 
 import transconv_jax as tc
 from transconv_jax import _dispatch, _vjp
@@ -63,7 +63,7 @@ def _fwd_bwd(f):
 def _forward_and_backward(cfg, method, dtype, channels_last=False, **options):
     y, w = (jnp.asarray(a, dtype) for a in cfg.arrays())
     if channels_last:  # as the Flax layers hold them
-        y, w = jnp.moveaxis(y, 1, -1), w.transpose(*range(2, 2 + cfg.ndim), 0, 1)
+        y, w = to_channels_last(y, w)
         options["dimension_numbers"] = lax_layout(cfg.ndim, channels_last=True)
     bias = jnp.ones(cfg.c_out_per_group * cfg.groups, dtype)
     f = lambda y, w: tc.conv_transpose(y, w, bias, **cfg.kwargs, method=method, **options)  # noqa: E731

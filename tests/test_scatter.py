@@ -77,7 +77,6 @@ def test_auto_on_channels_last_dilated_stride_1_runs_the_convolution():
     """Channels-last, a dilated stride-1 layer is the vjp form's convolution, forward and both gradients
     (channels-first: scatter's GEMM forward); the values are torch's either way."""
     cfg = oracle.GRID[4]  # stride 1, dilated
-    y, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (cfg.y_shape, cfg.w_shape))
     spec = cfg.spec()
     last = dataclasses.replace(spec, channels_last=True)
     assert auto_forms(last, cfg.y_shape, cfg.w_shape, "cpu") == ("vjp", "vjp", "vjp")
