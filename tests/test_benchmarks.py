@@ -88,3 +88,13 @@ def test_ab_quick_compares_with_a_revision():
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 2 and all(row.count("|") == 10 for row in rows), out
     assert "against HEAD (old), channels-last" in out and "load average" in out
+
+
+def test_movement_quick_splits_each_layer():
+    out = _run([sys.executable, "benchmarks/movement.py", "--quick"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and all(row.count("|") == 9 for row in rows), out
+    for row in rows:
+        wall, moved, products = (float(cell.split()[0]) for cell in row.split("|")[2:5])
+        assert 0 < moved < wall and abs(wall - moved - products) <= 0.01 * wall, row
+    assert "ops one after another" in out and "load average" in out
