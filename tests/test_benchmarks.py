@@ -98,3 +98,13 @@ def test_movement_quick_splits_each_layer():
         wall, moved, products = (float(cell.split()[0]) for cell in row.split("|")[2:5])
         assert 0 < moved < wall and abs(wall - moved - products) <= 0.01 * wall, row
     assert "ops one after another" in out and "load average" in out
+
+
+def test_scheduler_quick_times_both_schedulers_in_child_processes():
+    out = _run([sys.executable, "benchmarks/scheduler.py", "--quick"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2, out
+    for row in rows:
+        default, sequential, ratio = (cell.strip() for cell in row.split("|")[2:5])
+        assert abs(float(sequential) / float(default) - float(ratio.rstrip("x"))) < 0.01, row
+    assert "load average" in out
