@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import math
 import os
+import random
 import re
 import statistics
 import time
@@ -212,11 +213,20 @@ def fwd_bwd(f: Callable) -> Callable:
     return fn
 
 
+def in_turn(items, r: int) -> list:
+    """`items` in the order of round `r`: shuffled, seeded by `r`. A program timed right after a larger
+    one can run slower (its data out of the caches), so no contender always follows the same one."""
+    items = list(items)
+    random.Random(r).shuffle(items)
+    return items
+
+
 def interleaved_medians(fns: dict[str, Callable], args: tuple, rounds: int, load: Load | None = None) -> dict:
-    """Median seconds of each compiled function on `args`, timed in interleaved rounds."""
+    """Median seconds of each compiled function on `args`, timed in interleaved rounds, each in its
+    own order (`in_turn`)."""
     times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    for r in range(rounds):
+        for name, fn in in_turn(fns.items(), r):
             start = time.perf_counter()
             jax.block_until_ready(fn(*args))
             times[name].append(time.perf_counter() - start)
@@ -423,7 +433,8 @@ def time_once(c: Contender, fn: Callable, repeat: int = 1) -> float:
 def time_contenders(
     live: dict[str, Contender], rounds: int, load: Load, sample_s: float = 0.0
 ) -> dict[str, dict[str, float]]:
-    """Interleave the contenders: each round runs every one once (forward, then fwd+bwd); medians.
+    """Interleave the contenders: each round runs every one once (forward, then fwd+bwd), each round
+    in its own order (`in_turn`); medians.
 
     With `sample_s` (the GPU bench), each sample is as many back-to-back calls as take about that
     long (at most `MAX_REPEAT`), so a sample measures the device's time per call, not one call's
@@ -437,7 +448,7 @@ def time_contenders(
                 once = time_once(c, getattr(c, phase))
             repeat[name, phase] = max(1, min(MAX_REPEAT, round(sample_s / once))) if sample_s else 1
     for r in range(rounds):
-        for name, c in live.items():
+        for name, c in in_turn(live.items(), r):
             if r >= 3 and statistics.median(times[name]["fwd_bwd"]) > SLOW_S:
                 continue
             for phase in ("fwd", "fwd_bwd"):
