@@ -108,3 +108,11 @@ def test_scheduler_quick_times_both_schedulers_in_child_processes():
         default, sequential, ratio = (cell.strip() for cell in row.split("|")[2:5])
         assert abs(float(sequential) / float(default) - float(ratio.rstrip("x"))) < 0.01, row
     assert "load average" in out
+
+
+def test_models_quick_checks_and_times_both_decoders():
+    out = _run([sys.executable, "benchmarks/models.py", "--quick"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and all(row.count("|") == 11 for row in rows), out
+    assert all(float(row.split("|")[2]) <= 1e-4 for row in rows), out  # auto and Flax's layer agree
+    assert "load average" in out
