@@ -113,6 +113,6 @@ def test_scheduler_quick_times_both_schedulers_in_child_processes():
 def test_models_quick_checks_and_times_both_decoders():
     out = _run([sys.executable, "benchmarks/models.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 2 and all(row.count("|") == 11 for row in rows), out
+    assert len(rows) == 2 and all(row.count("|") == 12 for row in rows), out
     assert all(float(row.split("|")[2]) <= 1e-4 for row in rows), out  # auto and Flax's layer agree
     assert "load average" in out
