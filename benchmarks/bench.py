@@ -352,6 +352,8 @@ def plot(suite_: dict, path: str) -> None:
 
     names = [n for n in _columns(suite_) if n != "torch"]
     rows = list(suite_["results"].values())
+    if not rows:  # `--only` matched no layer: the generator's compile time alone
+        return
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(rows)), 8), sharex=True)
     width = 0.8 / len(names)
     for ax, phase in zip(axes, ("fwd", "fwd_bwd")):

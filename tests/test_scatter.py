@@ -193,21 +193,23 @@ def _picks(cfg):
     return [auto_method(cfg.spec(), cfg.y_shape, cfg.w_shape, derivatives=d) for d in (None, "input", "kernel")]
 
 
-def test_small_layers_take_scatter_gradients_under_auto():
+def test_small_layers_take_scatter_under_auto():
     """Rule 5 of `auto_method` (the phases fuse) by size. While the scatter form's columns have at
     most 2**21 elements (`small_columns`: a DCGAN generator's layers up to 16x16 -> 32x32), `auto`
-    takes scatter's kernel gradient, and its input gradient too below 64 channels; above, subpixel's.
-    Values and both gradients equal PyTorch's on small layers of both kinds."""
+    takes scatter's forward and kernel gradient, and its input gradient too below 64 channels;
+    above, subpixel's. Values and both gradients equal PyTorch's on small layers of both kinds,
+    channels-first and channels-last (the Flax layers' layout, scatter's channels-last columns)."""
     k4s2 = dict(kernel=(4, 4), stride=(2, 2), padding=(1, 1), output_padding=(0, 0), dilation=(1, 1))
     g4 = Config(8, 128, 64, 1, (16, 16), **k4s2)  # columns: 8 * 16 * 16 * 16 taps * 64 = 2**21
     g5 = Config(8, 64, 3, 1, (32, 32), **k4s2)
     dcgan = Config(8, 128, 64, 1, (32, 32), **k4s2)  # 2**23
-    assert _picks(g4) == ["subpixel", "vjp", "scatter"]
-    assert _picks(g5) == ["subpixel", "scatter", "scatter"]
+    assert _picks(g4) == ["scatter", "vjp", "scatter"]
+    assert _picks(g5) == ["scatter", "scatter", "scatter"]
     assert _picks(dcgan) == ["subpixel", "vjp", "subpixel"]
     for cfg in (Config(2, 64, 64, 1, (4, 4), **k4s2), Config(2, 8, 3, 1, (8, 8), **k4s2)):
-        assert _picks(cfg)[2] == "scatter"
+        assert _picks(cfg)[0] == _picks(cfg)[2] == "scatter"
         check_against_torch(cfg, "auto")
+        check_against_torch(cfg, "auto", channels_last=True)
 
 
 def test_backward_im2col_by_size():

@@ -144,13 +144,15 @@ def auto_method(
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
-       'subpixel', one stride-1 conv. The input gradient is the 'vjp' form's (one strided
-       convolution of the cotangent) when both channel counts are at least 64, where XLA:CPU's
-       convolution beats im2col (DCGAN, HiFi-GAN). Otherwise, and for the kernel gradient, it
-       depends on size: on small layers (`_scatter.small_columns`: the scatter form's columns
-       have at most 2**21 elements; a DCGAN generator's layers up to 16x16 -> 32x32) 'scatter',
-       whose gradients share the cotangent's columns; on larger ones subpixel's im2col (FCN-8s,
-       and every kernel gradient of the suite's layers);
+       'subpixel', one stride-1 conv, for the forward of large layers. The input gradient is the
+       'vjp' form's (one strided convolution of the cotangent) when both channel counts are at
+       least 64, where XLA:CPU's convolution beats im2col (DCGAN, HiFi-GAN). Otherwise, and for
+       the kernel gradient, it depends on size, as the forward does: on small layers
+       (`_scatter.small_columns`: the scatter form's columns have at most 2**21 elements; a DCGAN
+       generator's layers up to 16x16 -> 32x32) 'scatter', whose GEMM was faster than XLA:CPU's
+       convolution there (`benchmarks/ab.py --generator`, BENCHMARKS.md) and whose gradients
+       share the cotangent's columns; on
+       larger ones subpixel's im2col (FCN-8s, and every kernel gradient of the suite's layers);
     6. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase. (Its
        gradients apart, the vjp form's input gradient was faster than scatter's, but not the
        fwd+bwd that mixed them: scatter's two gradients share the cotangent's columns.)
@@ -205,7 +207,7 @@ def auto_method(
         return "scatter"
     if derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64:
         return "vjp"
-    return "scatter" if derivatives and small_columns(y_shape, w_shape, spec.groups) else "subpixel"
+    return "scatter" if small_columns(y_shape, w_shape, spec.groups) else "subpixel"
 
 
 def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vjp", "scatter", "subpixel"]:
