@@ -121,6 +121,19 @@ GENERATOR = (
     Layer("G4 16x16 -> 32x32", 8, 128, 64, (16, 16), 4, 2, 1),
     Layer("G5 32x32 -> 64x64", 8, 64, 3, (32, 32), 4, 2, 1),
 )
+# Stride-1 layers beyond the suite's one (`auto`'s rule 3 by channels): few input channels on large
+# grids, equal channels, more input than output channels, a wider kernel, 1-D.
+STRIDE_1 = (
+    Layer("s1 4x16x128x128 -> 16", 4, 16, 16, (128, 128), 3, 1, 1),
+    Layer("s1 8x32x64x64 -> 32", 8, 32, 32, (64, 64), 3, 1, 1),
+    Layer("s1 8x32x32x32 -> 64", 8, 32, 64, (32, 32), 3, 1, 1),
+    Layer("s1 8x64x32x32 -> 64", 8, 64, 64, (32, 32), 3, 1, 1),
+    Layer("s1 8x64x64x64 -> 32", 8, 64, 32, (64, 64), 3, 1, 1),
+    Layer("s1 8x128x16x16 -> 64", 8, 128, 64, (16, 16), 3, 1, 1),
+    Layer("s1 8x256x8x8 -> 256", 8, 256, 256, (8, 8), 3, 1, 1),
+    Layer("s1 8x128x32x32 -> 64 k5", 8, 128, 64, (32, 32), 5, 1, 2),
+    Layer("s1 1-D 4x128x400 -> 128 k7", 4, 128, 128, (400,), 7, 1, 3),
+)
 TINY_GENERATOR = (
     Layer("g1 1x1 -> 4x4", 2, 8, 8, (1, 1), 4, 1, 0),
     Layer("g2 4x4 -> 8x8", 2, 8, 4, (4, 4), 4, 2, 1),
@@ -131,14 +144,15 @@ TINY_GENERATOR = (
 def layers_from_arguments(description: str, rounds: int, argv=None) -> tuple[list[Layer], int]:
     """The layers and rounds a per-layer script was asked for: `--rounds`, `--only NAME` (layers whose
     name starts with it), `--quick` (the tiny layers, 2 rounds: a smoke test), `--generator` (the DCGAN
-    generator's layers)."""
+    generator's layers), `--stride-1` (`STRIDE_1`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--only", help="layers whose name starts with this")
     parser.add_argument("--quick", action="store_true", help="the tiny layers, 2 rounds (a smoke test)")
     parser.add_argument("--generator", action="store_true", help="the DCGAN generator's layers")
+    parser.add_argument("--stride-1", action="store_true", help="stride-1 layers beyond the suite's")
     args = parser.parse_args(argv)
-    layers = TINY if args.quick else GENERATOR if args.generator else LAYERS
+    layers = TINY if args.quick else GENERATOR if args.generator else STRIDE_1 if args.stride_1 else LAYERS
     layers = [la for la in layers if not args.only or la.name.startswith(args.only)]
     return layers, 2 if args.quick else args.rounds
 

@@ -178,6 +178,20 @@ for kwargs, wshape in explicit_cases:
             grads = loss(jax.device_put(y, NamedSharding(explicit, P("data"))), w)
         for got, want in zip(grads, loss(y, w)):
             assert_close(got, want, err_msg=f"{method} {kwargs} explicit gradients")
+# auto where its gradients would be the vjp form's (a dilated stride-1 layer; k4 s2 with 64 channels): under
+# Explicit axes it takes subpixel's instead (`auto_forms(explicit=True)`), so its gradients keep working there.
+for kwargs, wshape in [(dict(stride=1, padding=2, dilation=2), (6, 4, 3, 3)), (dict(stride=2, padding=1), (64, 64, 4, 4))]:
+    if "auto" not in only:
+        break
+    y = jnp.asarray(rng.standard_normal((8, wshape[0], 8, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(wshape), jnp.float32)
+    f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **kwargs))
+    loss = jax.jit(jax.grad(lambda y, w: (f(y, w) ** 2).sum(), (0, 1)))
+    with jax.set_mesh(explicit):
+        grads = loss(jax.device_put(y, NamedSharding(explicit, P("data"))), w)
+    assert grads[0].sharding.spec == P("data", None, None, None), (kwargs, grads[0].sharding.spec)
+    for got, want in zip(grads, loss(y, w)):
+        assert_close(got, want, err_msg=f"auto {kwargs} explicit gradients")
 for (w_shape, extra, methods), method in ((la, m) for la in nhwc_layers for m in only if m in la[2]):  # channels-last
     wl = rng.standard_normal(w_shape).astype(np.float32)
     f = jax.jit(lambda y, w: tc.conv_transpose(y, w, **nhwc, **extra, method=method))

@@ -135,12 +135,14 @@ def auto_method(
        gradients; the others are several times slower);
     2. one input element per example, no dilation (`one_element`: a generator's first layer,
        1x1 -> 4x4): 'scatter', which is then one GEMM and a transpose, forward and both gradients;
-    3. stride 1 on every axis: 'scatter' for the forward (a GEMM and shifted adds; XLA:CPU's
-       convolutions on two threads reach a fraction of the GEMM rate). Both gradients: 'subpixel'
-       (im2col GEMMs) without dilation, 'vjp' (the convolutions `jax.lax` runs) with it. With
-       dilation on channels-last arrays (`Spec.channels_last`, the Flax layers) the forward is
-       'vjp' too, a dilated convolution XLA:CPU runs on them as they lie, where the scatter
-       form's GEMM needs its input transposed (BENCHMARKS.md, "Channels-last");
+    3. stride 1 on every axis: both gradients 'vjp', the convolutions `jax.lax` runs (faster
+       than subpixel's im2col GEMMs on 8 of 9 stride-1 layers beyond the suite's and a tie on
+       the suite's; `benchmarks/ab.py --stride-1`, BENCHMARKS.md). The forward: 'scatter' (a GEMM
+       and shifted adds) from 64 input channels on, 'vjp' below, where the GEMM's inner
+       dimension is short and its col2im as large as ever. With dilation: 'scatter' for the
+       forward, but 'vjp' on channels-last arrays (`Spec.channels_last`, the Flax layers), a
+       dilated convolution XLA:CPU runs on them as they lie, where the scatter form's GEMM needs
+       its input transposed (BENCHMARKS.md, "Channels-last");
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
@@ -200,7 +202,7 @@ def auto_method(
     if max(spec.stride) == 1:
         if max(spec.dilation) > 1:
             return "vjp" if derivatives or spec.channels_last else "scatter"
-        return "subpixel" if derivatives else "scatter"
+        return "vjp" if derivatives or y_shape[1] < 64 else "scatter"
     if not overlaps(kernel, spec):
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):
@@ -265,12 +267,19 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
 
 
 def auto_forms(
-    spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], platform: str, dtype=None
+    spec: Spec, y_shape: tuple[int, ...], w_shape: tuple[int, ...], platform: str, dtype=None, explicit: bool = False
 ) -> tuple[Method, Method, Method]:
     """The forms `method="auto"` runs when lowered for `platform`: its forward's, and those whose
-    input and kernel gradients it takes (`auto_form`'s derivatives)."""
+    input and kernel gradients it takes (`auto_form`'s derivatives).
+
+    `explicit`: the input is sharded over Explicit mesh axes. JAX's transposes of its own
+    convolution then ask for an `out_sharding` that nothing here can give, so a 'vjp' gradient
+    becomes 'subpixel''s (whose GEMMs keep batch sharding; `tests/test_sharding.py`)."""
     kw = dict(platform=platform, dtype=dtype)
-    return tuple(auto_method(spec, y_shape, w_shape, derivatives=d, **kw) for d in (None, "input", "kernel"))
+    forms = tuple(auto_method(spec, y_shape, w_shape, derivatives=d, **kw) for d in (None, "input", "kernel"))
+    if explicit:
+        forms = (forms[0], *("subpixel" if f == "vjp" else f for f in forms[1:]))
+    return forms
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
@@ -305,7 +314,8 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     `y` and `w`. (A `platform_dependent` inside the tangent was as slow.) Every platform's
     branch is traced, so gradients that differ also cost trace and compile time.
     """
-    forms = {p: auto_forms(spec, y.shape, w.shape, p, y.dtype) for p in PLATFORMS}
+    explicit = any(a is not None for a in getattr(jax.typeof(y).sharding, "spec", ()))
+    forms = {p: auto_forms(spec, y.shape, w.shape, p, y.dtype, explicit) for p in PLATFORMS}
     gradients = {f[1:] for f in forms.values()}
     if len(gradients) == 1:
         forwards = tuple((p, f[0]) for p, f in forms.items())
