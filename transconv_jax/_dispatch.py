@@ -136,8 +136,8 @@ def auto_method(
     2. one input element per example, no dilation (`one_element`: a generator's first layer,
        1x1 -> 4x4): 'scatter', which is then one GEMM and a transpose, forward and both gradients;
     3. stride 1 on every axis: both gradients 'vjp', the convolutions `jax.lax` runs (faster
-       than subpixel's im2col GEMMs on 8 of 9 stride-1 layers beyond the suite's and a tie on
-       the suite's; `benchmarks/ab.py --stride-1`, BENCHMARKS.md). The forward: 'scatter' (a GEMM
+       than subpixel's im2col GEMMs on most stride-1 layers beyond the suite's, a little slower
+       on the suite's; `benchmarks/ab.py --stride-1`, BENCHMARKS.md). The forward: 'scatter' (a GEMM
        and shifted adds) from 64 input channels on, 'vjp' below, where the GEMM's inner
        dimension is short and its col2im as large as ever. With dilation: 'scatter' for the
        forward, but 'vjp' on channels-last arrays (`Spec.channels_last`, the Flax layers), a
