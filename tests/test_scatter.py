@@ -86,14 +86,17 @@ def test_auto_on_channels_last_dilated_stride_1_runs_the_convolution():
 
 
 def test_auto_on_stride_1_takes_the_convolutions_gradients():
-    """Rule 3 of `auto_method` without dilation: both gradients are the vjp form's convolutions; the
-    forward is scatter's GEMM from 64 input channels on and the vjp form's convolution below (few
-    input channels make a GEMM with a short inner dimension and a col2im as large as ever). The
-    values are torch's in both layouts."""
+    """Rule 3 of `auto_method` without dilation: both gradients are the vjp form's convolutions, but
+    subpixel's where its windows exceed im2col's budget (its per-tap scan) with at least 64 input
+    channels (the suite's stride-1 layer); the forward is scatter's GEMM from 64 input channels on
+    and the vjp form's convolution below (few input channels make a GEMM with a short inner
+    dimension and a col2im as large as ever). The values are torch's in both layouts."""
     s1 = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), output_padding=(0, 0), dilation=(1, 1))
     wide, narrow = Config(2, 64, 8, 1, (6, 6), **s1), Config(2, 16, 8, 1, (6, 6), **s1)
     assert _picks(wide) == ["scatter", "vjp", "vjp"]
     assert _picks(narrow) == ["vjp", "vjp", "vjp"]
+    assert _picks(Config(8, 128, 64, 1, (32, 32), **s1)) == ["scatter", "subpixel", "subpixel"]  # 42 MB of windows
+    assert _picks(Config(4, 16, 16, 1, (128, 128), **s1)) == ["vjp", "vjp", "vjp"]  # 39 MB, 16 channels
     for cfg in (wide, narrow):
         for channels_last in (False, True):
             check_against_torch(cfg, "auto", channels_last=channels_last)

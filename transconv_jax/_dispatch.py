@@ -29,7 +29,7 @@ from ._spec import (
     result_dtype,
     to_canonical,
 )
-from ._subpixel import conv_transpose_subpixel_form, phases_fuse
+from ._subpixel import conv_transpose_subpixel_form, phases_fuse, stride_1_windows_fit
 from ._vjp import conv_transpose_vjp_form, xla_cpu_hazard
 
 FORMS = {
@@ -135,9 +135,11 @@ def auto_method(
        gradients; the others are several times slower);
     2. one input element per example, no dilation (`one_element`: a generator's first layer,
        1x1 -> 4x4): 'scatter', which is then one GEMM and a transpose, forward and both gradients;
-    3. stride 1 on every axis: both gradients 'vjp', the convolutions `jax.lax` runs (faster
-       than subpixel's im2col GEMMs on most stride-1 layers beyond the suite's, a little slower
-       on the suite's; `benchmarks/ab.py --stride-1`, BENCHMARKS.md). The forward: 'scatter' (a GEMM
+    3. stride 1 on every axis: both gradients 'vjp', the convolutions `jax.lax` runs, faster
+       than subpixel's im2col GEMMs on most stride-1 layers beyond the suite's
+       (`benchmarks/ab.py --stride-1`, BENCHMARKS.md); but 'subpixel' where its shifted windows
+       exceed im2col's budget (its per-tap scan, `_subpixel.stride_1_windows_fit`) and there are
+       at least 64 input channels (the suite's stride-1 layer). The forward: 'scatter' (a GEMM
        and shifted adds) from 64 input channels on, 'vjp' below, where the GEMM's inner
        dimension is short and its col2im as large as ever. With dilation: 'scatter' for the
        forward, but 'vjp' on channels-last arrays (`Spec.channels_last`, the Flax layers), a
@@ -202,7 +204,11 @@ def auto_method(
     if max(spec.stride) == 1:
         if max(spec.dilation) > 1:
             return "vjp" if derivatives or spec.channels_last else "scatter"
-        return "vjp" if derivatives or y_shape[1] < 64 else "scatter"
+        if derivatives:
+            itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
+            scan = not stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
+            return "subpixel" if scan and y_shape[1] >= 64 else "vjp"
+        return "vjp" if y_shape[1] < 64 else "scatter"
     if not overlaps(kernel, spec):
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):

@@ -350,6 +350,21 @@ def _im2col_fits(x: jax.Array, w: jax.Array) -> bool:
     return math.prod(w.shape[:-2]) * x.size * x.dtype.itemsize <= _SCAN_BYTES
 
 
+def stride_1_windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
+    """`_im2col_fits` for a stride-1 layer from its canonical shapes: whether the gradients' shifted
+    windows of the padded input (`prod(kernel)` of them) take at most `_SCAN_BYTES`.
+
+    Example:
+        >>> spec = Spec((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        >>> stride_1_windows_fit((8, 128, 32, 32), (128, 64, 3, 3), spec, 4)  # 9 x 8 x 34 x 34 x 128 x 4 bytes
+        False
+    """
+    n, c_in, *spatial = y_shape
+    kernel = w_shape[2:]
+    padded = [m + 2 * d * (k - 1) - lo - hi for m, k, d, (lo, hi) in zip(spatial, kernel, spec.dilation, spec.padding)]
+    return math.prod(kernel) * n * math.prod(padded) * c_in * itemsize <= _SCAN_BYTES
+
+
 def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
     """The same correlation as matrix products over shifted windows of `x`: im2col, or one per tap.
 
