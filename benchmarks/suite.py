@@ -122,7 +122,7 @@ GENERATOR = (
     Layer("G5 32x32 -> 64x64", 8, 64, 3, (32, 32), 4, 2, 1),
 )
 # Stride-1 layers beyond the suite's one (`auto`'s rule 3 by channels): few input channels on large
-# grids, equal channels, more input than output channels, a wider kernel, 1-D.
+# grids, equal channels, more input than output channels, a wider kernel, 1-D, dilated with few channels.
 STRIDE_1 = (
     Layer("s1 4x16x128x128 -> 16", 4, 16, 16, (128, 128), 3, 1, 1),
     Layer("s1 8x32x64x64 -> 32", 8, 32, 32, (64, 64), 3, 1, 1),
@@ -133,6 +133,8 @@ STRIDE_1 = (
     Layer("s1 8x256x8x8 -> 256", 8, 256, 256, (8, 8), 3, 1, 1),
     Layer("s1 8x128x32x32 -> 64 k5", 8, 128, 64, (32, 32), 5, 1, 2),
     Layer("s1 1-D 4x128x400 -> 128 k7", 4, 128, 128, (400,), 7, 1, 3),
+    Layer("s1 d2 4x16x128x128 -> 16", 4, 16, 16, (128, 128), 3, 1, 2, dilation=2),
+    Layer("s1 d2 8x32x64x64 -> 32", 8, 32, 32, (64, 64), 3, 1, 2, dilation=2),
 )
 TINY_GENERATOR = (
     Layer("g1 1x1 -> 4x4", 2, 8, 8, (1, 1), 4, 1, 0),

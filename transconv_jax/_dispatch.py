@@ -139,12 +139,12 @@ def auto_method(
        than subpixel's im2col GEMMs on most stride-1 layers beyond the suite's
        (`benchmarks/ab.py --stride-1`, BENCHMARKS.md); but 'subpixel' where its shifted windows
        exceed im2col's budget (its per-tap scan, `_subpixel.stride_1_windows_fit`) and there are
-       at least 64 input channels (the suite's stride-1 layer). The forward: 'scatter' (a GEMM
-       and shifted adds) from 64 input channels on, 'vjp' below, where the GEMM's inner
-       dimension is short and its col2im as large as ever. With dilation: 'scatter' for the
-       forward, but 'vjp' on channels-last arrays (`Spec.channels_last`, the Flax layers), a
-       dilated convolution XLA:CPU runs on them as they lie, where the scatter form's GEMM needs
-       its input transposed (BENCHMARKS.md, "Channels-last");
+       at least 64 input channels (the suite's stride-1 layer; not with dilation). The forward:
+       'scatter' (a GEMM and shifted adds) from 64 input channels on, 'vjp' below, where the
+       GEMM's inner dimension is short and its col2im as large as ever; with dilation on
+       channels-last arrays (`Spec.channels_last`, the Flax layers) 'vjp' too, a dilated
+       convolution XLA:CPU runs on them as they lie, where the scatter form's GEMM needs its
+       input transposed (BENCHMARKS.md, "Channels-last");
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
@@ -202,13 +202,12 @@ def auto_method(
     if one_element(y_shape[2:], spec):
         return "scatter"
     if max(spec.stride) == 1:
-        if max(spec.dilation) > 1:
-            return "vjp" if derivatives or spec.channels_last else "scatter"
+        dilated = max(spec.dilation) > 1
         if derivatives:
             itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
             scan = not stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
-            return "subpixel" if scan and y_shape[1] >= 64 else "vjp"
-        return "vjp" if y_shape[1] < 64 else "scatter"
+            return "subpixel" if scan and not dilated and y_shape[1] >= 64 else "vjp"
+        return "vjp" if y_shape[1] < 64 or (dilated and spec.channels_last) else "scatter"
     if not overlaps(kernel, spec):
         return "scatter"
     if not phases_fuse(y_shape[2:], kernel, spec):
