@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 from ._conv import add_bias, as_array, bilinear_tangent
 from ._matmul import conv_transpose_matmul_form
 from ._scatter import conv_transpose_scatter_form, one_element, small_columns
+from ._shuffle import explicit_spec
 from ._spec import (
     DType,
     IntOrSequence,
@@ -155,8 +156,8 @@ def auto_method(
        (`_scatter.small_columns`: the scatter form's columns have at most 2**21 elements; a DCGAN
        generator's layers up to 16x16 -> 32x32) 'scatter', whose GEMM was faster than XLA:CPU's
        convolution there (`benchmarks/ab.py --generator`, BENCHMARKS.md) and whose gradients
-       share the cotangent's columns; on
-       larger ones subpixel's im2col (FCN-8s, and every kernel gradient of the suite's layers);
+       share the cotangent's columns; on larger ones subpixel's im2col (FCN-8s, and every kernel
+       gradient of the suite's layers);
     6. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase. (Its
        gradients apart, the vjp form's input gradient was faster than scatter's, but not the
        fwd+bwd that mixed them: scatter's two gradients share the cotangent's columns.)
@@ -319,7 +320,7 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     `y` and `w`. (A `platform_dependent` inside the tangent was as slow.) Every platform's
     branch is traced, so gradients that differ also cost trace and compile time.
     """
-    explicit = any(a is not None for a in getattr(jax.typeof(y).sharding, "spec", ()))
+    explicit = explicit_spec(y) is not None
     forms = {p: auto_forms(spec, y.shape, w.shape, p, y.dtype, explicit) for p in PLATFORMS}
     gradients = {f[1:] for f in forms.values()}
     if len(gradients) == 1:

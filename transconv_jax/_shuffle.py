@@ -55,6 +55,13 @@ def interleave(x: jax.Array, layout: str, factors: Sequence[int], *, channels_la
     return reshape(x, (*x.shape[:2], *sizes), (0, 1, *range(2, 2 + 2 * nd, 2)))
 
 
+def explicit_spec(x: jax.Array):
+    """The `PartitionSpec` of `x` over Explicit mesh axes (`jax.make_mesh`'s default), as its abstract
+    value carries it; None where it has none (unsharded, or sharded by GSPMD outside the type)."""
+    spec = getattr(jax.typeof(x).sharding, "spec", None)
+    return None if spec is None or all(s is None for s in spec) else spec
+
+
 def reshape(x: jax.Array, shape: Sequence[int], major: Sequence[int | None]) -> jax.Array:
     """`x.reshape(shape)`, output axis `i` taking the sharding of input axis `major[i]` (None: none).
 
@@ -62,8 +69,8 @@ def reshape(x: jax.Array, shape: Sequence[int], major: Sequence[int | None]) -> 
     reshape that merges or splits axes; each merged axis here is sharded at most on its major part,
     which it then keeps. Anywhere else this is a plain reshape.
     """
-    spec = getattr(jax.typeof(x).sharding, "spec", None)
-    if spec is None or all(s is None for s in spec):
+    spec = explicit_spec(x)
+    if spec is None:
         return x.reshape(shape)
     return lax.reshape(x, tuple(shape), out_sharding=P(*(None if m is None else spec[m] for m in major)))
 

@@ -351,8 +351,8 @@ def _im2col_fits(x: jax.Array, w: jax.Array) -> bool:
 
 
 def stride_1_windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
-    """`_im2col_fits` for a stride-1 layer from its canonical shapes: whether the gradients' shifted
-    windows of the padded input (`prod(kernel)` of them) take at most `_SCAN_BYTES`.
+    """`_im2col_fits` for a stride-1 layer from its canonical shapes (its one phase per axis, `plan`):
+    whether the gradients' shifted windows of the padded input take at most `_SCAN_BYTES`.
 
     Example:
         >>> spec = Spec((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
@@ -360,9 +360,9 @@ def stride_1_windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
         False
     """
     n, c_in, *spatial = y_shape
-    kernel = w_shape[2:]
-    padded = [m + 2 * d * (k - 1) - lo - hi for m, k, d, (lo, hi) in zip(spatial, kernel, spec.dilation, spec.padding)]
-    return math.prod(kernel) * n * math.prod(padded) * c_in * itemsize <= _SCAN_BYTES
+    phases = [a.phases[0] for a in plan(spatial, w_shape[2:], spec)]
+    padded = math.prod(m + sum(p.pad) for m, p in zip(spatial, phases, strict=True))
+    return math.prod(len(p.taps) for p in phases) * n * padded * c_in * itemsize <= _SCAN_BYTES
 
 
 def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
