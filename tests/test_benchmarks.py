@@ -16,6 +16,11 @@ def _run(cmd, **env):
     return run
 
 
+def _rounding(*cells):
+    """How far arithmetic on cells printed to 3 significant figures may miss: half a unit in each one's third."""
+    return sum(0.005 * abs(cell) for cell in cells)
+
+
 def test_bench_quick_writes_the_markdown_table(tmp_path):
     _run([sys.executable, "benchmarks/bench.py", "--quick", "--only", "2-D", "--out", str(tmp_path)])
     table = (tmp_path / "bench.md").read_text()
@@ -96,7 +101,8 @@ def test_movement_quick_splits_each_layer():
     assert len(rows) == 2 and all(row.count("|") == 9 for row in rows), out
     for row in rows:
         wall, moved, products = (float(cell.split()[0]) for cell in row.split("|")[2:5])
-        assert 0 < moved < wall and abs(wall - moved - products) <= 0.01 * wall, row
+        # Movement is profiled in its own calls, so on a noisy machine it may exceed the wall time: only its sign is fixed.
+        assert moved > 0 and abs(wall - moved - products) <= _rounding(wall, moved, products), row
     assert "ops one after another" in out and "load average" in out
 
 
@@ -106,7 +112,9 @@ def test_scheduler_quick_times_both_schedulers_in_child_processes():
     assert len(rows) == 2, out
     for row in rows:
         default, sequential, ratio = (cell.strip() for cell in row.split("|")[2:5])
-        assert abs(float(sequential) / float(default) - float(ratio.rstrip("x"))) < 0.01, row
+        default, sequential, ratio = float(default), float(sequential), float(ratio.rstrip("x"))
+        # Each time within 0.5% of its value, the ratio printed to 0.01.
+        assert abs(sequential / default - ratio) <= 2 * _rounding(ratio) + 0.005, row
     assert "load average" in out
 
 
