@@ -2,6 +2,7 @@
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" [--method auto] [--fwd] [--top 12]
      PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" --compile
+     PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" --codegen
 
 Compiles the contender's forward+backward (or forward, `--fwd`) on the layer of `suite.LAYERS`
 whose name starts with the argument, runs it `--calls` times under `jax.profiler.trace`, and
@@ -12,6 +13,13 @@ their mean wall time per call, with the shape each writes. `--method jax.lax` pr
 `--compile` splits compile time instead: for the contender and `jax.lax`, the seconds of tracing
 and lowering and of XLA's compile, and the compiled ops, of fwd+bwd, of the input gradient alone
 and of the kernel gradient alone (medians of 3 cold starts, interleaved).
+
+`--codegen` splits XLA:CPU's compile of fwd+bwd by its own trace events (`jax.profiler.trace`
+around `compile()`, medians of 3 cold starts, interleaved): the whole compile, the LLVM code
+generation of the compiled kernels (`JitCompiler::Compile`), the emission of the thunks, and the
+kernels XLA generates code for (`FusionCompiler::Compile`: loop fusions and the like, with their
+ops summed and the largest named). Convolutions and dots run library code and need no kernel of
+their own.
 
 Caveat: the times are those of XLA's thunks as the profiler sees them. Convolutions and dots
 that XLA:CPU hands to its Eigen thread pool run past the end of their thunk, so they show less
@@ -97,18 +105,72 @@ def compile_split(layer: suite.Layer, method: str, rounds: int = 3) -> None:
         print(f"| {name} | {program} | {trace_s:.3f} | {compile_s:.3f} | {ops[name, program]} |")
 
 
+def compile_events(compiled_by) -> dict[str, float]:
+    """`compiled_by()` (a cold `compile()`) under `jax.profiler.trace`: seconds of XLA:CPU's compile
+    phases, and its generated kernels: how many, their ops summed, and the largest."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp):
+            compiled_by()
+        (path,) = glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)
+        with gzip.open(path) as f:
+            events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+    total = collections.Counter()
+    for e in events:
+        total[e["name"]] += e["dur"] * 1e-6
+    kernels = [e["args"] for e in events if e["name"] == "FusionCompiler::Compile"]
+    largest = max(kernels, key=lambda k: int(k["op_count"]), default={"op_count": 0, "module": "none"})
+    return {
+        "compile": total["PjRtCpuClient::Compile"],
+        "codegen": total["JitCompiler::Compile"],
+        "thunks": total["ThunkEmitter::EmitEntryComputation"],
+        "kernels": len(kernels),
+        "ops": sum(int(k["op_count"]) for k in kernels),
+        "largest": f"{largest['op_count']} ({largest['module'].removesuffix('_kernel_module')})",
+    }
+
+
+def codegen_split(layer: suite.Layer, method: str, rounds: int = 3) -> None:
+    """Print XLA:CPU's compile of fwd+bwd split by phase (`compile_events`), for `method` and jax.lax."""
+    y, w, g = (jnp.asarray(a) for a in layer.arrays())
+    programs = {}
+    for name in (method, "jax.lax"):
+        f = suite.jax_lax_fn(layer) if name == "jax.lax" else suite.method_fn(layer, name)
+        programs[name] = suite.fwd_bwd(f)
+    runs = {name: [] for name in programs}
+    for r in range(rounds):
+        for name, fn in suite.in_turn(programs.items(), r):
+            jax.clear_caches()
+            lowered = jax.jit(fn).lower(y, w, g)  # a new one each time: `Lowered` keeps its executable
+            runs[name].append(compile_events(lowered.compile))
+    print(f"{layer.name} ({layer.describe()}); load average {os.getloadavg()[0]:.2f}; XLA:CPU's compile of "
+          f"fwd+bwd, medians of {rounds} cold starts, s:")  # fmt: skip
+    print(
+        "| contender | XLA compile | LLVM codegen | thunk emission | generated kernels | their ops | largest kernel, ops |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, samples in runs.items():
+        med = {k: statistics.median(s[k] for s in samples) for k in ("compile", "codegen", "thunks")}
+        last = samples[-1]
+        print(f"| {name} | {med['compile']:.3f} | {med['codegen']:.3f} | {med['thunks']:.3f} | {last['kernels']} "
+              f"| {last['ops']} | {last['largest']} |")  # fmt: skip
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("layer", help="the start of a layer's name in suite.LAYERS (or suite.TINY)")
+    parser.add_argument("layer", help="the start of a layer's name in suite.LAYERS (or suite.GENERATOR, suite.TINY)")
     parser.add_argument("--method", default="auto", help="a method of conv_transpose, or jax.lax")
     parser.add_argument("--fwd", action="store_true", help="the forward alone (default: forward+backward)")
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--compile", action="store_true", help="split compile time instead of profiling")
+    parser.add_argument("--codegen", action="store_true", help="split XLA's compile of fwd+bwd by its phases")
     args = parser.parse_args(argv)
-    (layer,) = [la for la in (*suite.LAYERS, *suite.TINY) if la.name.startswith(args.layer)][:1]
+    (layer,) = [la for la in (*suite.LAYERS, *suite.GENERATOR, *suite.TINY) if la.name.startswith(args.layer)][:1]
     if args.compile:
         compile_split(layer, args.method)
+        return
+    if args.codegen:
+        codegen_split(layer, args.method)
         return
     f = suite.jax_lax_fn(layer) if args.method == "jax.lax" else suite.method_fn(layer, args.method)
     y, w, g = (jnp.asarray(a) for a in layer.arrays())

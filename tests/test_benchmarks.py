@@ -81,6 +81,15 @@ def test_profile_layer_splits_compile_time():
     assert len(rows) == 6 and all(float(row.split("|")[4]) > 0 for row in rows), out
 
 
+def test_profile_layer_splits_xla_compile_by_phase():
+    out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--codegen"]).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| auto", "| jax.lax"))]
+    assert len(rows) == 2, out
+    for _, compile_s, codegen, thunks, kernels, ops, largest in rows:
+        assert 0 < float(codegen) and 0 < float(thunks) and float(codegen) + float(thunks) < float(compile_s), out
+        assert 0 < int(kernels) and int(largest.split()[0]) <= int(ops), out
+
+
 def test_channels_last_quick_checks_and_times_each_layer():
     out = _run([sys.executable, "benchmarks/channels_last.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
