@@ -33,7 +33,7 @@ MEMORY_LAYER = Layer("memory: 256->512", 4, 64, 32, (256, 256), 4, 2, 1)
 PEERS = ("torch", "jax.lax", "flax")
 FLAG = 1.05  # auto / jax.lax above this is flagged (issue 14: never slower than jax.lax)
 COMPILE_FLAG = 1.5  # auto's compile time / jax.lax's above this is flagged
-COMPILE_REPEATS = 3  # cold compiles of auto and jax.lax (fwd+bwd, and the generator): their median
+COMPILE_REPEATS = 5  # cold compiles of auto and jax.lax (fwd+bwd, and the generator): their median
 
 
 # ------------------------------------------------------------------------------ the suite
@@ -58,8 +58,8 @@ def run_layer(layer: Layer, rounds: int, load: Load) -> dict:
         else:
             live[name] = c
     times = suite.time_contenders(live, rounds, load)
-    for _ in range(COMPILE_REPEATS - 1):  # compile is noisy: auto's and jax.lax's again, interleaved
-        for name in ("auto", "jax.lax"):
+    for r in range(COMPILE_REPEATS - 1):  # compile is noisy: auto's and jax.lax's again, interleaved
+        for name in suite.in_turn(("auto", "jax.lax"), r):
             if name in live:
                 jax.clear_caches()
                 live[name].compile_samples.append(suite.build(layer, name).compile_s["fwd_bwd"])
@@ -96,7 +96,7 @@ def generator_compile(layers=GENERATOR) -> dict:
     g = jnp.asarray(rng.standard_normal(layers[-1].out_shape, dtype=np.float32))
     convs = {"auto": lambda layer: suite.method_fn(layer, "auto"), "jax.lax": suite.jax_lax_fn}
     result, samples = {"layers": layers}, {name: [] for name in convs}
-    for name, conv in [*convs.items()] * COMPILE_REPEATS:  # interleaved; the median of each
+    for name, conv in [item for r in range(COMPILE_REPEATS) for item in suite.in_turn(convs.items(), r)]:
         fns = [conv(layer) for layer in layers]
 
         def loss(ws, z, fns=fns):
