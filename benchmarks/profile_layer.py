@@ -2,7 +2,7 @@
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" [--method auto] [--fwd] [--top 12]
      PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" --compile
-     PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" --codegen
+     PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" --codegen [--bias-relu]
 
 Compiles the contender's forward+backward (or forward, `--fwd`) on the layer of `suite.LAYERS`
 whose name starts with the argument, runs it `--calls` times under `jax.profiler.trace`, and
@@ -19,7 +19,9 @@ around `compile()`, medians of 3 cold starts, interleaved): the whole compile, t
 generation of the compiled kernels (`JitCompiler::Compile`), the emission of the thunks, and the
 kernels XLA generates code for (`FusionCompiler::Compile`: loop fusions and the like, with their
 ops summed and the largest named). Convolutions and dots run library code and need no kernel of
-their own.
+their own. `--bias-relu` compiles the layer as a network holds it instead: a bias and a ReLU after
+it and a mean-square loss, its value and gradients (where XLA materializes the layer's output
+before what follows it, the kernels differ from those of the bare fwd+bwd).
 
 Caveat: the times are those of XLA's thunks as the profiler sees them. Convolutions and dots
 that XLA:CPU hands to its Eigen thread pool run past the end of their thunk, so they show less
@@ -129,21 +131,35 @@ def compile_events(compiled_by) -> dict[str, float]:
     }
 
 
-def codegen_split(layer: suite.Layer, method: str, rounds: int = 3) -> None:
-    """Print XLA:CPU's compile of fwd+bwd split by phase (`compile_events`), for `method` and jax.lax."""
+def with_bias_relu(f, ndim: int):
+    """The layer as a network holds it: `f(y, w)` plus a bias, a ReLU and a mean-square loss; the
+    loss's value and its gradients in `y`, `w` and the bias."""
+    shape = (1, -1) + (1,) * ndim
+
+    def loss(y, w, b):
+        return jnp.mean(jax.nn.relu(f(y, w) + b.reshape(shape)) ** 2)
+
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))
+
+
+def codegen_split(layer: suite.Layer, method: str, rounds: int = 3, bias_relu: bool = False) -> None:
+    """Print XLA:CPU's compile of fwd+bwd split by phase (`compile_events`), for `method` and jax.lax;
+    `bias_relu`: of the layer with a bias and a ReLU after it (`with_bias_relu`)."""
     y, w, g = (jnp.asarray(a) for a in layer.arrays())
+    args = (y, w, jnp.zeros(g.shape[1], g.dtype) + 0.1) if bias_relu else (y, w, g)
     programs = {}
     for name in (method, "jax.lax"):
         f = suite.jax_lax_fn(layer) if name == "jax.lax" else suite.method_fn(layer, name)
-        programs[name] = suite.fwd_bwd(f)
+        programs[name] = with_bias_relu(f, layer.ndim) if bias_relu else suite.fwd_bwd(f)
     runs = {name: [] for name in programs}
     for r in range(rounds):
         for name, fn in suite.in_turn(programs.items(), r):
             jax.clear_caches()
-            lowered = jax.jit(fn).lower(y, w, g)  # a new one each time: `Lowered` keeps its executable
+            lowered = jax.jit(fn).lower(*args)  # a new one each time: `Lowered` keeps its executable
             runs[name].append(compile_events(lowered.compile))
+    what = "the loss of the layer with a bias and a ReLU, and its gradients" if bias_relu else "fwd+bwd"
     print(f"{layer.name} ({layer.describe()}); load average {os.getloadavg()[0]:.2f}; XLA:CPU's compile of "
-          f"fwd+bwd, medians of {rounds} cold starts, s:")  # fmt: skip
+          f"{what}, medians of {rounds} cold starts, s:")  # fmt: skip
     print(
         "| contender | XLA compile | LLVM codegen | thunk emission | generated kernels | their ops | largest kernel, ops |"
     )
@@ -164,13 +180,14 @@ def main(argv=None) -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--compile", action="store_true", help="split compile time instead of profiling")
     parser.add_argument("--codegen", action="store_true", help="split XLA's compile of fwd+bwd by its phases")
+    parser.add_argument("--bias-relu", action="store_true", help="--codegen of the layer with a bias and a ReLU")
     args = parser.parse_args(argv)
     (layer,) = [la for la in (*suite.LAYERS, *suite.GENERATOR, *suite.TINY) if la.name.startswith(args.layer)][:1]
     if args.compile:
         compile_split(layer, args.method)
         return
     if args.codegen:
-        codegen_split(layer, args.method)
+        codegen_split(layer, args.method, bias_relu=args.bias_relu)
         return
     f = suite.jax_lax_fn(layer) if args.method == "jax.lax" else suite.method_fn(layer, args.method)
     y, w, g = (jnp.asarray(a) for a in layer.arrays())

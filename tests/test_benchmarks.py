@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -81,10 +83,11 @@ def test_profile_layer_splits_compile_time():
     assert len(rows) == 6 and all(float(row.split("|")[4]) > 0 for row in rows), out
 
 
-def test_profile_layer_splits_xla_compile_by_phase():
-    out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--codegen"]).stdout
+@pytest.mark.parametrize("extra", [[], ["--bias-relu"]])
+def test_profile_layer_splits_xla_compile_by_phase(extra):
+    out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--codegen", *extra]).stdout
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| auto", "| jax.lax"))]
-    assert len(rows) == 2, out
+    assert len(rows) == 2 and ("with a bias and a ReLU" in out) == bool(extra), out
     for _, compile_s, codegen, thunks, kernels, ops, largest in rows:
         assert 0 < float(codegen) and 0 < float(thunks) and float(codegen) + float(thunks) < float(compile_s), out
         assert 0 < int(kernels) and int(largest.split()[0]) <= int(ops), out
