@@ -15,7 +15,7 @@ from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, config
 import transconv_jax as tc
 from transconv_jax import _scatter
 from transconv_jax._dispatch import auto_forms, auto_method
-from transconv_jax._scatter import conv_transpose_scatter_form, transposes_by_axis
+from transconv_jax._scatter import adds_by_axis, conv_transpose_scatter_form, transposes_by_axis
 
 GRID = [
     *oracle.GRID,
@@ -188,6 +188,29 @@ def test_loops_over_taps_only(cfg):
     taps = sum(cfg.kernel) if by_axis else math.prod(cfg.kernel)
     assert small[1][0] == 2 and small[1][2] == 0
     assert small[1][1] <= taps + 1
+
+
+@pytest.mark.parametrize("method", ["scatter", "auto"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_many_taps_add_by_axis_under_a_gradient(method, channels_last):
+    """On a kernel of many taps (`adds_by_axis`: 3-D k3) the forward alone adds them one pad per tap
+    in one pass; differentiated, its value adds them axis by axis (`sum(kernel)` pads, several
+    small kernels for LLVM, where the sum by tap, materialized before a bias and a ReLU, took it
+    over a second). The forward, and the value and gradients of `jax.vjp`, are torch's."""
+    cfg = Config(2, 3, 2, 1, (4, 5, 3), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1))
+    assert adds_by_axis(cfg.kernel) and not adds_by_axis((3, 3)) and adds_by_axis((16, 16))
+    y, w = (jnp.asarray(a) for a in cfg.arrays())
+    options = dict(dimension_numbers=("NDHWC", "IODHW", "NDHWC")) if channels_last else {}
+    y = jnp.moveaxis(y, 1, -1) if channels_last else y
+    f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method=method, **options)  # noqa: E731
+
+    def pads(fn):
+        return [e.primitive.name for e in _equations(jax.make_jaxpr(fn)(y, w).jaxpr)].count("pad")
+
+    assert pads(f) >= math.prod(cfg.kernel)
+    assert pads(lambda y, w: jax.vjp(f, y, w)[0]) < math.prod(cfg.kernel)
+    for grads in (False, True):
+        check_against_torch(cfg, method, grads=grads, channels_last=channels_last)
 
 
 def test_by_axis_tangent_is_the_same_map():

@@ -325,10 +325,10 @@ def auto_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     gradients = {f[1:] for f in forms.values()}
     if len(gradients) == 1:
         forwards = tuple((p, f[0]) for p, f in forms.items())
-        return _with_gradients(forwards, gradients.pop(), spec, y, w)
+        return _with_gradients(forwards, gradients.pop(), spec, False, y, w)
 
     def one_platform(f):
-        return functools.partial(_with_gradients, tuple((p, f[0]) for p in PLATFORMS), f[1:], spec)
+        return functools.partial(_with_gradients, tuple((p, f[0]) for p in PLATFORMS), f[1:], spec, False)
 
     per_platform = functools.partial(_per_platform, forms, one_platform)
     return jax.checkpoint(per_platform, policy=jax.checkpoint_policies.nothing_saveable)(y, w)
@@ -344,18 +344,19 @@ def _per_platform(choices: dict, build, y: jax.Array, w: jax.Array) -> jax.Array
     return lax.platform_dependent(y, w, default=branches[default], **per_platform)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _with_gradients(forwards: tuple, gradients: tuple[str, str], spec: Spec, y: jax.Array, w: jax.Array):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _with_gradients(forwards: tuple, gradients: tuple[str, str], spec: Spec, differentiated: bool, y, w):
     """The forward of form `forwards[platform]` (pairs; chosen at lowering), differentiated as the
-    input gradient of form `gradients[0]` and the kernel gradient of form `gradients[1]`."""
-    return _per_platform(dict(forwards), lambda name: _named_form(name, spec), y, w)
+    input gradient of form `gradients[0]` and the kernel gradient of form `gradients[1]`; its value
+    as the form computes it under a gradient where `differentiated` (`_named_form`)."""
+    return _per_platform(dict(forwards), lambda name: _named_form(name, spec, differentiated), y, w)
 
 
 @functools.partial(_with_gradients.defjvp, symbolic_zeros=True)
-def _with_gradients_jvp(forwards, gradients, spec, primals, tangents):
+def _with_gradients_jvp(forwards, gradients, spec, differentiated, primals, tangents):
     y, w = primals
     ty, tw = tangents
-    out = _with_gradients(forwards, gradients, spec, y, w)
+    out = _with_gradients(forwards, gradients, spec, True, y, w)
     d_in, d_kernel = (_named_form(name, spec) for name in gradients)
     zero = jax.custom_derivatives.SymbolicZero
     if (
@@ -369,10 +370,15 @@ def _with_gradients_jvp(forwards, gradients, spec, primals, tangents):
     )
 
 
-def _named_form(name: str, spec: Spec):
+def _named_form(name: str, spec: Spec, differentiated: bool = False):
+    """Form `name` as `f(y, w)`, under its name in the compiled program's locations. `differentiated`:
+    its value as it computes it under a gradient (the scatter form on kernels of many taps adds
+    them axis by axis then: `_scatter.adds_by_axis`)."""
+    kwargs = {"differentiated": True} if differentiated and name == "scatter" else {}
+
     def form(y, w):
         with jax.named_scope(f"transconv_jax.{name}"):
-            return FORMS[name](y, w, spec)
+            return FORMS[name](y, w, spec, **kwargs)
 
     return form
 

@@ -35,7 +35,9 @@ occur). Autodiff gives the im2col backward: the cotangent split into phases, one
 slice per tap, concatenated, then two GEMMs. Where it measured faster or compiled fewer ops
 (`transposes_by_axis`: 3-D k3, FCN-8s's k16, k3 s2, small layers) the slices are taken axis by axis instead,
 `sum(kernel)` of them rather than `prod(kernel)`, each a compiled op of its own
-(`col2im_by_axis`, the tangent of `_col2im`).
+(`col2im_by_axis`, the tangent of `_col2im`). On kernels of many taps (`adds_by_axis`: 3-D k3,
+FCN-8s's k16) the value of a differentiated layer is added axis by axis too, which LLVM compiles
+much faster where XLA materializes it before a bias and an activation; inference keeps the one pass.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from ._spec import Spec, accumulation_dtype, overlaps, transpose_spatial
 _SPATIAL = "stu"  # einsum letters of the spatial axes, up to 3-D
 
 
-def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
+def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec, differentiated: bool = False) -> jax.Array:
     """`W.T @ y` as a GEMM (each input element times the kernel) and col2im (one add per tap).
 
     Args:
@@ -63,6 +65,8 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
         w: `(C_in, C_out // groups, *kernel)`, PyTorch's ConvTranspose weight layout.
         spec: the canonical `Spec`; `padding` is the crop of the full output (negative `high`
             extends it).
+        differentiated: the value as the form computes it under a gradient (`adds_by_axis`), for
+            `method="auto"`, which takes its derivatives elsewhere.
 
     Returns:
         `(N, C_out, *out_spatial)` with `out_spatial = transpose_spatial(spatial, kernel, spec)`, in the
@@ -79,11 +83,15 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec) -> jax.A
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
     if one_element(y.shape[2:], spec):
         return _tile(_columns(y, w, spec), spec)
+    by_axis = differentiated and adds_by_axis(w.shape[2:])
     if spec.channels_last and spec.ndim <= 2:  # 3-D: the channels-last backward was slower (BENCHMARKS.md)
-        out = _col2im(_columns_channels_last(y, w, spec), spec, out_spatial, True)
+        out = (col2im_by_axis if by_axis else _col2im)(_columns_channels_last(y, w, spec), spec, out_spatial, True)
         return jnp.moveaxis(out, -1, 1)
-    small = small_columns(y.shape, w.shape, spec.groups)
-    col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride, small) else col2im_by_tap
+    if by_axis:
+        col2im = col2im_by_axis
+    else:
+        small = small_columns(y.shape, w.shape, spec.groups)
+        col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride, small) else col2im_by_tap
     return col2im(_columns(y, w, spec), spec, out_spatial)
 
 
@@ -266,8 +274,24 @@ def _col2im(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], channels_
 
 @_col2im.defjvp
 def _col2im_jvp(spec, out_spatial, channels_last, primals, tangents):
-    out = _col2im(*primals, spec, out_spatial, channels_last)
+    (cols,) = primals
+    first_tap = _axes(spec.ndim, channels_last)[0]
+    by_axis = adds_by_axis(cols.shape[first_tap : first_tap + spec.ndim])
+    out = (col2im_by_axis if by_axis else _col2im)(cols, spec, out_spatial, channels_last)
     return out, col2im_by_axis(*tangents, spec, out_spatial, channels_last)
+
+
+def adds_by_axis(kernel: tuple[int, ...]) -> bool:
+    """Whether col2im, differentiated, adds the taps axis by axis in its value too, not only in its
+    tangent (`_col2im`'s rule; `method="auto"` asks with `differentiated`): where the kernel has at
+    least three times as many taps as taps per axis, summed (3-D k3: 27 against 9; FCN-8s's 2-D
+    k16: 256 against 32). Under a gradient XLA may materialize the sum by tap before what follows
+    the layer (a bias and a ReLU, whose gradient reads their input again), and that one kernel of
+    hundreds of ops (838 on the 3-D U-Net layer of BENCHMARKS.md) took LLVM over a second to
+    compile; axis by axis it is three kernels of at most 80 ops. Undifferentiated (inference) the
+    one fused pass by tap stays: axis by axis, the forward alone took twice as long
+    (`benchmarks/profile_layer.py --codegen --bias-relu`, `benchmarks/ab.py`; BENCHMARKS.md)."""
+    return math.prod(kernel) >= 3 * sum(kernel)
 
 
 def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], channels_last: bool = False) -> jax.Array:
