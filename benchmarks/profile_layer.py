@@ -81,7 +81,7 @@ def compile_split(layer: suite.Layer, method: str, rounds: int = 3) -> None:
     y, w, g = (jnp.asarray(a) for a in layer.arrays())
     programs = {}
     for name in (method, "jax.lax"):
-        f = suite.jax_lax_fn(layer) if name == "jax.lax" else suite.method_fn(layer, name)
+        f = suite.layer_fn(layer, name)
         programs[name, "fwd+bwd"] = suite.fwd_bwd(f)
         programs[name, "input gradient"] = lambda y, w, g, f=f: jax.vjp(lambda y: f(y, w), y)[1](g)
         programs[name, "kernel gradient"] = lambda y, w, g, f=f: jax.vjp(lambda w: f(y, w), w)[1](g)
@@ -149,7 +149,7 @@ def codegen_split(layer: suite.Layer, method: str, rounds: int = 3, bias_relu: b
     args = (y, w, jnp.zeros(g.shape[1], g.dtype) + 0.1) if bias_relu else (y, w, g)
     programs = {}
     for name in (method, "jax.lax"):
-        f = suite.jax_lax_fn(layer) if name == "jax.lax" else suite.method_fn(layer, name)
+        f = suite.layer_fn(layer, name)
         programs[name] = with_bias_relu(f, layer.ndim) if bias_relu else suite.fwd_bwd(f)
     runs = {name: [] for name in programs}
     for r in range(rounds):
@@ -189,7 +189,7 @@ def main(argv=None) -> None:
     if args.codegen:
         codegen_split(layer, args.method, bias_relu=args.bias_relu)
         return
-    f = suite.jax_lax_fn(layer) if args.method == "jax.lax" else suite.method_fn(layer, args.method)
+    f = suite.layer_fn(layer, args.method)
     y, w, g = (jnp.asarray(a) for a in layer.arrays())
     if args.fwd:
         compiled, call_args = jax.jit(f).lower(y, w).compile(), (y, w)

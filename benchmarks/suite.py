@@ -203,6 +203,11 @@ def method_fn(layer: Layer, method: str) -> Callable:
     return lambda y, w: tc.conv_transpose(y, w, **layer.kwargs, method=method)
 
 
+def layer_fn(layer: Layer, name: str) -> Callable:
+    """`f(y, w)` of a method of `conv_transpose` (`method_fn`) or of 'jax.lax' (`jax_lax_fn`)."""
+    return jax_lax_fn(layer) if name == "jax.lax" else method_fn(layer, name)
+
+
 def jax_lax_fn(layer: Layer) -> Callable:
     """`jax.lax.conv_transpose(..., transpose_kernel=True)` with PyTorch's padding as explicit pairs.
 
@@ -356,7 +361,7 @@ def build(layer: Layer, name: str, dtype=jnp.float32) -> Contender:
         return flax_contender(layer, y, w, g, dtype)
     if name == AUTO_CHANNELS_LAST:
         return auto_channels_last_contender(layer, y, w, g, dtype)
-    f = jax_lax_fn(layer) if name == "jax.lax" else method_fn(layer, name)
+    f = layer_fn(layer, name)
     return jax_contender(f, y, w, g, dtype)
 
 

@@ -149,7 +149,7 @@ def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...], small: 
     of them (`col2im_transpose.py --generator`, BENCHMARKS.md)."""
     uneven = any(s > 1 and k % s for k, s in zip(kernel, stride, strict=True))
     overlap = any(k > s for k, s in zip(kernel, stride, strict=True))
-    return uneven or math.prod(kernel) >= 3 * sum(kernel) or (small and overlap)
+    return uneven or adds_by_axis(kernel) or (small and overlap)
 
 
 _SMALL_COLUMNS = 2**21  # elements: 8 MiB in float32
