@@ -1,6 +1,6 @@
 """`auto` of this checkout against `auto` of an earlier commit, in one interleaved run.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--rounds 21] [--quick]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--compile] [--rounds 21] [--quick]
 
 The package as it was at git revision `REV` is extracted (`git archive`) into a temporary
 directory and imported under another name, next to this checkout's. For every suite layer (or
@@ -10,6 +10,10 @@ with `--channels-last`, on the arrays the Flax layers hold. The script prints wh
 compiled programs are the same (metadata and source locations aside: then any difference in time
 is noise), checks the two results agree, and times all four programs in interleaved rounds:
 medians and the ratios new / old, with the load average.
+
+`--compile`: instead, the time from a cold cache (`jax.clear_caches()`) to a compiled fwd+bwd
+(trace, lowering and XLA's compile, as `bench.py` counts it), new and old in each round's
+shuffled order; medians and new / old.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import importlib
 import io
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -83,10 +89,31 @@ def compare(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: s
     return f"| {layer.name} | " + " | ".join(cells) + " |"
 
 
+def compare_compile(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: suite.Load) -> str:
+    """One markdown row: the median seconds to a compiled fwd+bwd from a cold cache, old and new, and new / old."""
+    args = tuple(jnp.asarray(a) for a in layer.arrays())
+    options = {}
+    if last:
+        args = channels_last(layer, *args)
+        options["dimension_numbers"] = lax_layout(layer.ndim, channels_last=True)
+    times = {tag: [] for tag in packages}
+    for r in range(rounds):
+        for tag in suite.in_turn(packages, r):
+            f = lambda y, w, p=packages[tag]: p.conv_transpose(y, w, **layer.kwargs, **options)  # noqa: E731
+            jax.clear_caches()
+            start = time.perf_counter()
+            jax.jit(suite.fwd_bwd(f)).lower(*args).compile()
+            times[tag].append(time.perf_counter() - start)
+        load.sample()
+    old, new = (statistics.median(times[tag]) for tag in ("old", "new"))
+    return f"| {layer.name} | {old:.3g} | {new:.3g} | {new / old:.2f}x |"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev", help="the git revision to compare with, e.g. HEAD~1 or a commit")
     parser.add_argument("--channels-last", action="store_true", help="the Flax layers' layout")
+    parser.add_argument("--compile", action="store_true", help="time the cold compile of fwd+bwd instead")
     args, rest = parser.parse_known_args(argv)
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 21, rest)
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,6 +123,14 @@ def main(argv=None) -> None:
         print(f"auto of this checkout (new) against {args.rev} (old), {layout}; jax {jax.__version__}, "
               f"{os.cpu_count()} cores, {rounds} interleaved rounds; median ms")  # fmt: skip
         print()
+        if args.compile:
+            print("| layer | fwd+bwd compile old, s | new, s | new / old |")
+            print("|---|---|---|---|")
+            for layer in layers:
+                print(compare_compile(layer, packages, args.channels_last, rounds, load), flush=True)
+            print()
+            print(load.finish().describe())
+            return
         print("| layer | fwd programs | fwd old | fwd new | new / old | fwd+bwd programs | fwd+bwd old | fwd+bwd new "
               "| new / old |")  # fmt: skip
         print("|---|---|---|---|---|---|---|---|---|")
