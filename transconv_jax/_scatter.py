@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._conv import accumulate, pad_spatial
-from ._shuffle import interleave, reshape
+from ._shuffle import interleave, reshape, unpartitioned
 from ._spec import Spec, accumulation_dtype, overlaps, transpose_spatial
 
 _SPATIAL = "stu"  # einsum letters of the spatial axes, up to 3-D
@@ -307,23 +307,55 @@ def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], ch
     blocks = _blocks(spec, out_spatial)
     first_tap, first_row = _axes(nd, channels_last)
     for axis, b in reversed(list(enumerate(blocks))):  # the transpose's last pass is the major axis's
-        tap_axis, row_axis = first_tap + axis, first_row + axis
-        parts = []
-        for t, col in enumerate(lax.split(cols, (1,) * cols.shape[tap_axis], axis=tap_axis)):
-            placed = _place(t, axis, spec, cols.shape[row_axis], b)
-            if placed is not None:
-                pads = [(0, 0, 0)] * col.ndim
-                r, pads[row_axis] = placed
-                parts.append((r, lax.pad(col, jnp.zeros((), col.dtype), pads)))
-        phases = _sum_by_phase(parts)
-        shape = list(cols.shape)
-        shape[tap_axis], shape[row_axis] = 1, b
-        zeros = jnp.zeros(shape, cols.dtype)
-        cols = jnp.concatenate([phases.get(r, zeros) for r in range(spec.stride[axis])], axis=tap_axis)
+        cols = _add_taps_of_axis(cols, axis, first_tap + axis, first_row + axis, spec, b)
     flat = _merge_taps(cols, first_tap, nd)
     if channels_last:
         return _interleave(flat, "N" + "X" * nd + "PC", spec, out_spatial, True)
     return _interleave(flat, "CPN" + "X" * nd, spec, out_spatial)
+
+
+def _add_taps_of_axis(cols: jax.Array, axis: int, tap_axis: int, row_axis: int, spec: Spec, blocks: int) -> jax.Array:
+    """One pass of `col2im_by_axis`: the taps of `axis` (on `tap_axis` of `cols`) padded along its
+    rows (`row_axis`) into the `blocks` rows of their phases and added, the phases put where the
+    taps were.
+
+    Where nothing can be sharded (`unpartitioned`: one device) it runs on a view of four axes:
+    the rows and the axes after them up to the tap axis (or the end) as one, so that padding
+    whole rows pads that axis by multiples of what follows them, and the other axes merged on
+    either side of the tap axis; the reshapes are bitcasts. XLA:CPU's LLVM compiles the fusions
+    of pads, slices and a concatenate that this and its transpose (the backward's im2col) become
+    several times faster on four axes than on the six of a 2-D layer's columns (BENCHMARKS.md,
+    "Compile time: the im2col's rank"). With more devices the axes stay as they are: merged with
+    the batch or a spatial axis as their minor part, GSPMD gathered the whole cotangent
+    (`tests/test_sharding.py`).
+    """
+    shape, n, s = cols.shape, cols.shape[row_axis], spec.stride[axis]
+    out_shape = list(shape)
+    out_shape[tap_axis], out_shape[row_axis] = s, blocks
+    unit = 1  # elements of the row axis per row
+    if unpartitioned(cols):
+        if tap_axis < row_axis:  # channels first, (C, *lead, k, *rest, N, *rows)
+            unit = math.prod(shape[row_axis + 1 :])
+            view = (math.prod(shape[:tap_axis]), shape[tap_axis], math.prod(shape[tap_axis + 1 : row_axis]), n * unit)
+            tap_axis, row_axis = 1, 3
+        else:  # channels last, (N, *rows, *lead, k, *rest, C)
+            unit = math.prod(shape[row_axis + 1 : tap_axis])
+            view = (math.prod(shape[:row_axis]), n * unit, shape[tap_axis], math.prod(shape[tap_axis + 1 :]))
+            tap_axis, row_axis = 2, 1
+        cols = cols.reshape(view)
+    parts = []
+    for t, col in enumerate(lax.split(cols, (1,) * cols.shape[tap_axis], axis=tap_axis)):
+        placed = _place(t, axis, spec, n, blocks)
+        if placed is not None:
+            r, (lo, hi, _) = placed
+            pads = [(0, 0, 0)] * col.ndim
+            pads[row_axis] = (lo * unit, hi * unit, 0)
+            parts.append((r, lax.pad(col, jnp.zeros((), col.dtype), pads)))
+    phases = _sum_by_phase(parts)
+    zeros_shape = list(cols.shape)
+    zeros_shape[tap_axis], zeros_shape[row_axis] = 1, blocks * unit
+    zeros = jnp.zeros(zeros_shape, cols.dtype)
+    return jnp.concatenate([phases.get(r, zeros) for r in range(s)], axis=tap_axis).reshape(out_shape)
 
 
 def _sum_by_phase(parts) -> dict:

@@ -62,6 +62,14 @@ def explicit_spec(x: jax.Array):
     return None if spec is None or all(s is None for s in spec) else spec
 
 
+def unpartitioned(x: jax.Array) -> bool:
+    """Whether no partitioner can split a program over `x`: this process sees one device in all
+    (`jax.device_count()`) and `x` has no sharding in its type (`explicit_spec`). A reshape may
+    then merge any axes; with more devices, GSPMD keeps an axis's sharding through a reshape only
+    where that axis is the major part of what it is merged into, and gathers it otherwise."""
+    return jax.device_count() == 1 and explicit_spec(x) is None
+
+
 def reshape(x: jax.Array, shape: Sequence[int], major: Sequence[int | None]) -> jax.Array:
     """`x.reshape(shape)`, output axis `i` taking the sharding of input axis `major[i]` (None: none).
 
