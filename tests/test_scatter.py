@@ -247,12 +247,20 @@ def test_by_axis_passes_run_on_four_axes(nd, channels_last):
     check_against_torch(cfg, "scatter", grads=True, channels_last=channels_last)
 
 
-def test_one_element_input_is_scatter_under_auto():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_element_input_is_scatter_under_auto(channels_last):
     """A DCGAN generator's first layer (1x1 -> 4x4, k4 s1): `auto` takes the scatter form for the
-    forward and both gradients on CPU (one GEMM each, no col2im), and equals PyTorch."""
+    forward and both gradients on CPU (one GEMM each, no col2im), and equals PyTorch, on the
+    arrays as the Flax layers hold them too (`_tile`'s channels-last columns); so do a cropped
+    and a grouped 1-D one-element layer, the second extended by `output_padding`."""
     cfg = Config(8, 16, 32, 1, (1, 1), (4, 4), (1, 1), (0, 0), (0, 0), (1, 1))
     assert _picks(cfg) == ["scatter"] * 3
-    check_against_torch(cfg, "auto")
+    check_against_torch(cfg, "auto", channels_last=channels_last)
+    for cfg in (
+        Config(2, 6, 5, 1, (1, 1), (4, 3), (1, 2), (1, 0), (0, 1), (1, 1)),
+        Config(2, 4, 3, 2, (1,), (3,), (2,), (1,), (1,), (1,)),
+    ):
+        check_against_torch(cfg, "scatter", channels_last=channels_last)
 
 
 def _picks(cfg):

@@ -82,7 +82,7 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec, differen
         return blocks_channels_last(y, w, spec)
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
     if one_element(y.shape[2:], spec):
-        return _tile(_columns(y, w, spec), spec)
+        return _tile(y, w, spec)
     by_axis = differentiated and adds_by_axis(w.shape[2:])
     if spec.channels_last and spec.ndim <= 2:  # 3-D: the channels-last backward was slower (BENCHMARKS.md)
         out = (col2im_by_axis if by_axis else _col2im)(_columns_channels_last(y, w, spec), spec, out_spatial, True)
@@ -128,12 +128,21 @@ def one_element(spatial: tuple[int, ...], spec: Spec) -> bool:
     return all(n == 1 for n in spatial) and max(spec.dilation) == 1
 
 
-def _tile(cols: jax.Array, spec: Spec) -> jax.Array:
-    """col2im of a one-element input (`one_element`): the full output is the kernel, so `(C, *kernel, N, *ones)`
-    becomes `(N, C, *kernel)`, cropped by `padding` (extended with zeros where `high` is negative)."""
-    nd = spec.ndim
+def _tile(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
+    """The scatter form of a one-element input (`one_element`): the full output is the GEMM's columns,
+    `(C, *kernel, N, *ones)` as `(N, C, *kernel)`, cropped by `padding` (extended with zeros where
+    `high` is negative). For channels-last callers the columns are taken channels-last, `(N, *ones,
+    *kernel, C)`, which is their output as it is: no transpose of the output, and one of the kernel
+    from Flax's layout (through the canonical one XLA:CPU compiled two, one kernel that took LLVM a
+    quarter of a second on a DCGAN generator's first layer; BENCHMARKS.md, "Compile time")."""
+    nd, pads = spec.ndim, [(-lo, -hi) for lo, hi in spec.padding]
+    if spec.channels_last:
+        cols = _columns_channels_last(y, w, spec)
+        full = cols.reshape(cols.shape[0], *cols.shape[1 + nd :])
+        return jnp.moveaxis(pad_spatial(full, pads, channels_last=True), -1, 1)
+    cols = _columns(y, w, spec)
     full = cols.reshape(cols.shape[: 2 + nd]).transpose(1 + nd, 0, *range(1, 1 + nd))
-    return pad_spatial(full, [(-lo, -hi) for lo, hi in spec.padding])
+    return pad_spatial(full, pads)
 
 
 def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...], small: bool = False) -> bool:
