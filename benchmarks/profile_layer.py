@@ -3,6 +3,7 @@
 Run: PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" [--method auto] [--fwd] [--top 12]
      PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" --compile
      PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "DCGAN 16x16" --codegen [--bias-relu]
+     PYTHONPATH=. .venv/bin/python benchmarks/profile_layer.py "U-Net k3" --im2col
 
 Compiles the contender's forward+backward (or forward, `--fwd`) on the layer of `suite.LAYERS`
 whose name starts with the argument, runs it `--calls` times under `jax.profiler.trace`, and
@@ -22,6 +23,11 @@ ops summed and the largest named). Convolutions and dots run library code and ne
 their own. `--bias-relu` compiles the layer as a network holds it instead: a bias and a ReLU after
 it and a mean-square loss, its value and gradients (where XLA materializes the layer's output
 before what follows it, the kernels differ from those of the bare fwd+bwd).
+
+`--im2col` splits the same way the compile of the scatter form's backward im2col alone (the
+transpose of `col2im_by_axis`, from the layer's cotangent to its columns) as it runs on one device,
+its passes on four axes, and as it runs where GSPMD may shard it, on the columns' own axes
+(`_scatter.unpartitioned` false), interleaved.
 
 Caveat: the times are those of XLA's thunks as the profiler sees them. Convolutions and dots
 that XLA:CPU hands to its Eigen thread pool run past the end of their thunk, so they show less
@@ -171,6 +177,38 @@ def codegen_split(layer: suite.Layer, method: str, rounds: int = 3, bias_relu: b
               f"| {last['ops']} | {last['largest']} |")  # fmt: skip
 
 
+def im2col_split(layer: suite.Layer, rounds: int = 3) -> None:
+    """Print XLA:CPU's compile of the backward's im2col of `layer` (`compile_events`), its passes on four
+    axes (one device) against on the columns' own axes (`_scatter.unpartitioned` false)."""
+    from transconv_jax import _scatter
+
+    spec = suite.layer_spec(layer)
+    cols = jax.ShapeDtypeStruct((layer.c_out, *(layer.kernel,) * layer.ndim, layer.batch, *layer.spatial), jnp.float32)
+    g = jax.ShapeDtypeStruct(layer.out_shape, jnp.float32)
+    col2im = lambda c: _scatter.col2im_by_axis(c, spec, layer.out_shape[2:])  # noqa: E731
+    variants = {"four axes (one device)": _scatter.unpartitioned, "the columns' axes": lambda x: False}
+    runs = {name: [] for name in variants}
+    for r in range(rounds):
+        for name, unpartitioned in suite.in_turn(variants.items(), r):
+            jax.clear_caches()
+            shipped, _scatter.unpartitioned = _scatter.unpartitioned, unpartitioned
+            try:
+                im2col = jax.linear_transpose(col2im, cols)  # traces col2im
+                lowered = jax.jit(lambda g, im2col=im2col: im2col(g)[0]).lower(g)
+            finally:
+                _scatter.unpartitioned = shipped
+            runs[name].append(compile_events(lowered.compile))
+    print(f"{layer.name} ({layer.describe()}); load average {os.getloadavg()[0]:.2f}; XLA:CPU's compile of the "
+          f"backward's im2col (`col2im_by_axis` transposed), medians of {rounds} cold starts, s:")  # fmt: skip
+    print("| passes on | XLA compile | LLVM codegen | generated kernels | their ops | largest kernel, ops |")
+    print("|---|---|---|---|---|---|")
+    for name, samples in runs.items():
+        med = {k: statistics.median(s[k] for s in samples) for k in ("compile", "codegen")}
+        last = samples[-1]
+        print(f"| {name} | {med['compile']:.3f} | {med['codegen']:.3f} | {last['kernels']} | {last['ops']} "
+              f"| {last['largest']} |")  # fmt: skip
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("layer", help="the start of a layer's name in suite.LAYERS (or suite.GENERATOR, suite.TINY)")
@@ -181,6 +219,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compile", action="store_true", help="split compile time instead of profiling")
     parser.add_argument("--codegen", action="store_true", help="split XLA's compile of fwd+bwd by its phases")
     parser.add_argument("--bias-relu", action="store_true", help="--codegen of the layer with a bias and a ReLU")
+    parser.add_argument("--im2col", action="store_true", help="split the compile of the backward's im2col alone")
     args = parser.parse_args(argv)
     (layer,) = [la for la in (*suite.LAYERS, *suite.GENERATOR, *suite.TINY) if la.name.startswith(args.layer)][:1]
     if args.compile:
@@ -188,6 +227,9 @@ def main(argv=None) -> None:
         return
     if args.codegen:
         codegen_split(layer, args.method, bias_relu=args.bias_relu)
+        return
+    if args.im2col:
+        im2col_split(layer)
         return
     f = suite.layer_fn(layer, args.method)
     y, w, g = (jnp.asarray(a) for a in layer.arrays())

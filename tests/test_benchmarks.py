@@ -93,6 +93,15 @@ def test_profile_layer_splits_xla_compile_by_phase(extra):
         assert 0 < int(kernels) and int(largest.split()[0]) <= int(ops), out
 
 
+def test_profile_layer_splits_the_im2col_compile_by_rank():
+    out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--im2col"]).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| four axes", "| the columns"))]
+    assert len(rows) == 2, out
+    for _, compile_s, codegen, kernels, ops, largest in rows:
+        assert 0 < float(codegen) < float(compile_s) and 0 < int(kernels) and int(largest.split()[0]) <= int(ops), out
+    assert rows[0][3:] != rows[1][3:], f"the two ranks compiled the same kernels: {out}"
+
+
 def test_channels_last_quick_checks_and_times_each_layer():
     out = _run([sys.executable, "benchmarks/channels_last.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
