@@ -247,6 +247,24 @@ def test_by_axis_passes_run_on_four_axes(nd, channels_last):
     check_against_torch(cfg, "scatter", grads=True, channels_last=channels_last)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_columns_are_one_batched_gemm_both_ways(groups):
+    """On one device the scatter form's GEMM, and both of its transposes in the backward, are
+    products of three-axis arrays `(g, rows, cols)`: the kernel `(g, C_out / g * taps, C_in / g)`
+    and the input `(g, C_in / g, N * spatial)`, so that the input gradient multiplies the
+    cotangent's columns as they are (XLA:CPU copied them into the transposed layout first when
+    the input's spatial axes stayed apart); values and gradients equal PyTorch."""
+    assert jax.device_count() == 1
+    cfg = Config(2, 4, 3, groups, (5, 4), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1))
+    y, w = (jnp.asarray(a) for a in cfg.arrays())
+    form = lambda y, w: conv_transpose_scatter_form(y, w, cfg.spec())  # noqa: E731
+    out, vjp = jax.vjp(form, y, w)
+    for jaxpr in (jax.make_jaxpr(form)(y, w).jaxpr, jax.make_jaxpr(vjp)(out).jaxpr):
+        dots = [e for e in _equations(jaxpr) if e.primitive.name == "dot_general"]
+        assert dots and all(v.aval.ndim == 3 for e in dots for v in e.invars), [e.invars for e in dots]
+    check_against_torch(cfg, "scatter")
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_one_element_input_is_scatter_under_auto(channels_last):
     """A DCGAN generator's first layer (1x1 -> 4x4, k4 s1): `auto` takes the scatter form for the

@@ -191,19 +191,32 @@ def _einsum(subscripts: str, a, b, acc, *, precision):
 def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     """The GEMM: `(C_out, *kernel, N, *spatial)`, every input element times every kernel tap.
 
-    One einsum over `C_in / g` with the group as a batch axis, in the order the matrix product
+    One product over `C_in / g` with the group as a batch axis, in the order the matrix product
     writes it (channels first: moving `N` to the front is left to the interleave's transpose,
-    which moves the smaller output).
+    which moves the smaller output). Where nothing can be sharded (`unpartitioned`) it is a
+    batched GEMM of the kernel, `(C_out / g * taps, C_in / g)`, and the input as `(C_in / g, N *
+    prod(spatial))`: JAX writes the input gradient as a product of the cotangent's columns, as
+    they are, and the kernel, which XLA:CPU runs with the columns transposed in place; with the
+    input's axes apart (an einsum) XLA copied the columns into the transposed layout first, a
+    pass as slow as the GEMM (BENCHMARKS.md, "The input gradient's columns").
     """
     n, c_in, *spatial = y.shape
     _, c_out_g, *kernel = w.shape
-    g, taps = spec.groups, math.prod(kernel)
-    s = _SPATIAL[: spec.ndim]
+    g, taps, nd = spec.groups, math.prod(kernel), spec.ndim
+    acc = accumulation_dtype(y.dtype, spec.preferred_element_type)
+    if unpartitioned(y):
+        wg = jnp.swapaxes(w.reshape(g, c_in // g, c_out_g * taps), 1, 2)
+        yg = jnp.moveaxis(y.reshape(n, g, c_in // g, math.prod(spatial)), 0, 2).reshape(g, c_in // g, -1)
+        dims = (((2,), (1,)), ((0,), (0,)))
+        cols = accumulate(
+            functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision), wg, yg, acc
+        )
+        return cols.reshape(g * c_out_g, *kernel, n, *spatial)
+    s = _SPATIAL[:nd]
     yg = y.reshape(n, g, c_in // g, *spatial)
     wg = w.reshape(g, c_in // g, c_out_g, taps)
     product = functools.partial(_einsum, f"gcok,ngc{s}->gokn{s}", precision=spec.precision)
-    cols = accumulate(product, wg, yg, accumulation_dtype(y.dtype, spec.preferred_element_type))
-    nd = spec.ndim
+    cols = accumulate(product, wg, yg, acc)
     return reshape(cols, (g * c_out_g, *kernel, n, *spatial), (0, *(None,) * nd, 3, *range(4, 4 + nd)))
 
 
