@@ -247,22 +247,26 @@ def test_by_axis_passes_run_on_four_axes(nd, channels_last):
     check_against_torch(cfg, "scatter", grads=True, channels_last=channels_last)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_columns_are_one_batched_gemm_both_ways(groups):
+def test_columns_are_one_batched_gemm_both_ways(groups, channels_last):
     """On one device the scatter form's GEMM, and both of its transposes in the backward, are
     products of three-axis arrays `(g, rows, cols)`: the kernel `(g, C_out / g * taps, C_in / g)`
-    and the input `(g, C_in / g, N * spatial)`, so that the input gradient multiplies the
-    cotangent's columns as they are (XLA:CPU copied them into the transposed layout first when
-    the input's spatial axes stayed apart); values and gradients equal PyTorch."""
+    and the input `(g, C_in / g, N * spatial)` (channels-last callers: the input `(g, N *
+    spatial, C_in / g)` and the kernel `(g, C_in / g, taps * C_out / g)`), so that the input
+    gradient multiplies the cotangent's columns as they are (XLA:CPU copied them into the
+    transposed layout first when the input's spatial axes stayed apart); values and gradients
+    equal PyTorch."""
     assert jax.device_count() == 1
     cfg = Config(2, 4, 3, groups, (5, 4), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1))
     y, w = (jnp.asarray(a) for a in cfg.arrays())
-    form = lambda y, w: conv_transpose_scatter_form(y, w, cfg.spec())  # noqa: E731
+    spec = dataclasses.replace(cfg.spec(), channels_last=channels_last)
+    form = lambda y, w: conv_transpose_scatter_form(y, w, spec)  # noqa: E731
     out, vjp = jax.vjp(form, y, w)
     for jaxpr in (jax.make_jaxpr(form)(y, w).jaxpr, jax.make_jaxpr(vjp)(out).jaxpr):
         dots = [e for e in _equations(jaxpr) if e.primitive.name == "dot_general"]
         assert dots and all(v.aval.ndim == 3 for e in dots for v in e.invars), [e.invars for e in dots]
-    check_against_torch(cfg, "scatter")
+    check_against_torch(cfg, "scatter", channels_last=channels_last)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

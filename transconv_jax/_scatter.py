@@ -206,7 +206,7 @@ def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     acc = accumulation_dtype(y.dtype, spec.preferred_element_type)
     if unpartitioned(y):
         wg = jnp.swapaxes(w.reshape(g, c_in // g, c_out_g * taps), 1, 2)
-        yg = jnp.moveaxis(y.reshape(n, g, c_in // g, math.prod(spatial)), 0, 2).reshape(g, c_in // g, -1)
+        yg = jnp.moveaxis(y, 0, 1).reshape(g, c_in // g, -1)  # (g, C_in / g, N * spatial)
         dims = (((2,), (1,)), ((0,), (0,)))
         cols = accumulate(
             functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision), wg, yg, acc
@@ -230,12 +230,20 @@ def _columns_channels_last(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     nd, g = spec.ndim, spec.groups
     n, c_in, *spatial = y.shape
     _, c_out_g, *kernel = w.shape
+    acc = accumulation_dtype(y.dtype, spec.preferred_element_type)
+    wg = jnp.moveaxis(w.reshape(g, c_in // g, c_out_g, *kernel), 2, -1)  # (g, C_in / g, *kernel, C_out / g)
+    if unpartitioned(y):  # three-axis operands, as `_columns` (there: why)
+        yl = jnp.moveaxis(jnp.moveaxis(y, 1, -1).reshape(-1, g, c_in // g), 1, 0)  # (g, N * spatial, C_in / g)
+        dims = (((2,), (1,)), ((0,), (0,)))
+        product = functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision)
+        cols = accumulate(product, yl, wg.reshape(g, c_in // g, -1), acc)  # (g, N * spatial, taps * C_out / g)
+        cols = jnp.moveaxis(cols.reshape(g, n, *spatial, *kernel, c_out_g), 0, -2)
+        return cols.reshape(*cols.shape[:-2], g * c_out_g)
     spatial_axes = tuple(range(1, 1 + nd))
     yl = reshape(jnp.moveaxis(y, 1, -1), (n, *spatial, g, c_in // g), (0, *spatial_axes, 1 + nd, None))
-    wg = jnp.moveaxis(w.reshape(g, c_in // g, c_out_g, *kernel), 2, -1)  # (g, C_in / g, *kernel, C_out / g)
     dims = (((2 + nd,), (1,)), ((1 + nd,), (0,)))
     product = functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision)
-    cols = accumulate(product, yl, wg, accumulation_dtype(y.dtype, spec.preferred_element_type))
+    cols = accumulate(product, yl, wg, acc)
     cols = jnp.moveaxis(cols, 0, -2)  # (N, *spatial, *kernel, g, C_out / g)
     return reshape(cols, (*cols.shape[:-2], g * c_out_g), (*range(1 + 2 * nd), 1 + 2 * nd))
 
