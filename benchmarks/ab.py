@@ -121,7 +121,7 @@ def main(argv=None) -> None:
         load = suite.Load()
         layout = "channels-last" if args.channels_last else "channels-first"
         print(f"auto of this checkout (new) against {args.rev} (old), {layout}; jax {jax.__version__}, "
-              f"{os.cpu_count()} cores, {rounds} interleaved rounds; median ms")  # fmt: skip
+              f"{os.cpu_count()} cores, {rounds} interleaved rounds; median {'s' if args.compile else 'ms'}")  # fmt: skip
         print()
         if args.compile:
             print("| layer | fwd+bwd compile old, s | new, s | new / old |")

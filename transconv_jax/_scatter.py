@@ -17,6 +17,10 @@ fallback and Caffe's Deconvolution layer compute it: a GEMM, then col2im.
    cut after it. The adds run over the phase arrays, `1 / s` of the output per axis: never over
    the zeros that a stride would insert between input elements.
 
+   One device. Where nothing can be sharded (`unpartitioned`), the GEMM's operands and the
+   axis-by-axis passes below are reshaped to fewer axes, which XLA:CPU compiles and runs faster
+   (`_columns`, `_add_taps_of_axis`); with more devices every axis stays apart, as follows.
+
    Sharding. The phases are laid out on the cropped output's grid, so that an output sharded
    evenly on a spatial axis is `blocks` rows sharded evenly (when the shard count divides
    `blocks`) with the phase axis minor: GSPMD then partitions the pads (halo exchange), the
@@ -133,8 +137,8 @@ def _tile(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     `(C, *kernel, N, *ones)` as `(N, C, *kernel)`, cropped by `padding` (extended with zeros where
     `high` is negative). For channels-last callers the columns are taken channels-last, `(N, *ones,
     *kernel, C)`, which is their output as it is: no transpose of the output, and one of the kernel
-    from Flax's layout (through the canonical one XLA:CPU compiled two, one kernel that took LLVM a
-    quarter of a second on a DCGAN generator's first layer; BENCHMARKS.md, "Compile time")."""
+    from Flax's layout (through the canonical one, XLA:CPU fused two transposes into a kernel LLVM
+    was slow to compile; BENCHMARKS.md, "Compile time: the im2col's rank")."""
     nd, pads = spec.ndim, [(-lo, -hi) for lo, hi in spec.padding]
     if spec.channels_last:
         cols = _columns_channels_last(y, w, spec)
@@ -354,7 +358,7 @@ def _add_taps_of_axis(cols: jax.Array, axis: int, tap_axis: int, row_axis: int, 
     whole rows pads that axis by multiples of what follows them, and the other axes merged on
     either side of the tap axis; the reshapes are bitcasts. XLA:CPU's LLVM compiles the fusions
     of pads, slices and a concatenate that this and its transpose (the backward's im2col) become
-    several times faster on four axes than on the six of a 2-D layer's columns (BENCHMARKS.md,
+    far faster on four axes than on the six of a 2-D layer's columns (BENCHMARKS.md,
     "Compile time: the im2col's rank"). With more devices the axes stay as they are: merged with
     the batch or a spatial axis as their minor part, GSPMD gathered the whole cotangent
     (`tests/test_sharding.py`).
