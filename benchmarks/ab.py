@@ -61,13 +61,17 @@ def program_text(compiled) -> str:
     return re.sub(r"metadata=\{[^}]*\}|, stack_frame_id=\d+", "", "\n".join(lines))
 
 
+def layer_arguments(layer: suite.Layer, last: bool) -> tuple[tuple, dict]:
+    """The layer's `(y, w, g)` and the keywords of `conv_transpose` beyond its own: channels-last with `last`."""
+    args = tuple(jnp.asarray(a) for a in layer.arrays())
+    if not last:
+        return args, {}
+    return channels_last(layer, *args), {"dimension_numbers": lax_layout(layer.ndim, channels_last=True)}
+
+
 def compare(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: suite.Load) -> str:
     """One markdown row: same programs?, medians (ms) and ratios new / old of forward and fwd+bwd."""
-    args = tuple(jnp.asarray(a) for a in layer.arrays())
-    options = {}
-    if last:
-        args = channels_last(layer, *args)
-        options["dimension_numbers"] = lax_layout(layer.ndim, channels_last=True)
+    args, options = layer_arguments(layer, last)
     fns, texts = {}, {}
     for tag, package in packages.items():
         f = lambda y, w, p=package: p.conv_transpose(y, w, **layer.kwargs, **options)  # noqa: E731
@@ -91,11 +95,7 @@ def compare(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: s
 
 def compare_compile(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: suite.Load) -> str:
     """One markdown row: the median seconds to a compiled fwd+bwd from a cold cache, old and new, and new / old."""
-    args = tuple(jnp.asarray(a) for a in layer.arrays())
-    options = {}
-    if last:
-        args = channels_last(layer, *args)
-        options["dimension_numbers"] = lax_layout(layer.ndim, channels_last=True)
+    args, options = layer_arguments(layer, last)
     times = {tag: [] for tag in packages}
     for r in range(rounds):
         for tag in suite.in_turn(packages, r):
