@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import glob
 import gzip
 import json
@@ -137,6 +138,17 @@ def compile_events(compiled_by) -> dict[str, float]:
     }
 
 
+def cold_compiles(lowerers: dict, rounds: int) -> dict[str, list]:
+    """`compile_events` of each `lowerers[name]()` (a fresh `Lowered`: it keeps its executable) from a
+    cold cache, `rounds` times, in each round's shuffled order."""
+    runs = {name: [] for name in lowerers}
+    for r in range(rounds):
+        for name, lower in suite.in_turn(lowerers.items(), r):
+            jax.clear_caches()
+            runs[name].append(compile_events(lower().compile))
+    return runs
+
+
 def with_bias_relu(f, ndim: int):
     """The layer as a network holds it: `f(y, w)` plus a bias, a ReLU and a mean-square loss; the
     loss's value and its gradients in `y`, `w` and the bias."""
@@ -157,12 +169,8 @@ def codegen_split(layer: suite.Layer, method: str, rounds: int = 3, bias_relu: b
     for name in (method, "jax.lax"):
         f = suite.layer_fn(layer, name)
         programs[name] = with_bias_relu(f, layer.ndim) if bias_relu else suite.fwd_bwd(f)
-    runs = {name: [] for name in programs}
-    for r in range(rounds):
-        for name, fn in suite.in_turn(programs.items(), r):
-            jax.clear_caches()
-            lowered = jax.jit(fn).lower(*args)  # a new one each time: `Lowered` keeps its executable
-            runs[name].append(compile_events(lowered.compile))
+    lowerers = {name: lambda fn=fn: jax.jit(fn).lower(*args) for name, fn in programs.items()}
+    runs = cold_compiles(lowerers, rounds)
     what = "the loss of the layer with a bias and a ReLU, and its gradients" if bias_relu else "fwd+bwd"
     print(f"{layer.name} ({layer.describe()}); load average {os.getloadavg()[0]:.2f}; XLA:CPU's compile of "
           f"{what}, medians of {rounds} cold starts, s:")  # fmt: skip
@@ -186,18 +194,17 @@ def im2col_split(layer: suite.Layer, rounds: int = 3) -> None:
     cols = jax.ShapeDtypeStruct((layer.c_out, *(layer.kernel,) * layer.ndim, layer.batch, *layer.spatial), jnp.float32)
     g = jax.ShapeDtypeStruct(layer.out_shape, jnp.float32)
     col2im = lambda c: _scatter.col2im_by_axis(c, spec, layer.out_shape[2:])  # noqa: E731
+
+    def lower(unpartitioned):
+        shipped, _scatter.unpartitioned = _scatter.unpartitioned, unpartitioned
+        try:
+            im2col = jax.linear_transpose(col2im, cols)  # traces col2im
+            return jax.jit(lambda g: im2col(g)[0]).lower(g)
+        finally:
+            _scatter.unpartitioned = shipped
+
     variants = {"four axes (one device)": _scatter.unpartitioned, "the columns' axes": lambda x: False}
-    runs = {name: [] for name in variants}
-    for r in range(rounds):
-        for name, unpartitioned in suite.in_turn(variants.items(), r):
-            jax.clear_caches()
-            shipped, _scatter.unpartitioned = _scatter.unpartitioned, unpartitioned
-            try:
-                im2col = jax.linear_transpose(col2im, cols)  # traces col2im
-                lowered = jax.jit(lambda g, im2col=im2col: im2col(g)[0]).lower(g)
-            finally:
-                _scatter.unpartitioned = shipped
-            runs[name].append(compile_events(lowered.compile))
+    runs = cold_compiles({name: functools.partial(lower, u) for name, u in variants.items()}, rounds)
     print(f"{layer.name} ({layer.describe()}); load average {os.getloadavg()[0]:.2f}; XLA:CPU's compile of the "
           f"backward's im2col (`col2im_by_axis` transposed), medians of {rounds} cold starts, s:")  # fmt: skip
     print("| passes on | XLA compile | LLVM codegen | generated kernels | their ops | largest kernel, ops |")

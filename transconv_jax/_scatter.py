@@ -192,6 +192,13 @@ def _einsum(subscripts: str, a, b, acc, *, precision):
     return jnp.einsum(subscripts, a, b, precision=precision, preferred_element_type=acc)
 
 
+def _batched_product(a: jax.Array, b: jax.Array, spec: Spec, acc) -> jax.Array:
+    """`a (g, m, k) @ b (g, k, n)` per group, accumulated in `acc`: the GEMM of `_columns` and
+    `_columns_channels_last` on one device."""
+    dims = (((2,), (1,)), ((0,), (0,)))
+    return accumulate(functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision), a, b, acc)
+
+
 def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     """The GEMM: `(C_out, *kernel, N, *spatial)`, every input element times every kernel tap.
 
@@ -211,11 +218,7 @@ def _columns(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     if unpartitioned(y):
         wg = jnp.swapaxes(w.reshape(g, c_in // g, c_out_g * taps), 1, 2)
         yg = jnp.moveaxis(y, 0, 1).reshape(g, c_in // g, -1)  # (g, C_in / g, N * spatial)
-        dims = (((2,), (1,)), ((0,), (0,)))
-        cols = accumulate(
-            functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision), wg, yg, acc
-        )
-        return cols.reshape(g * c_out_g, *kernel, n, *spatial)
+        return _batched_product(wg, yg, spec, acc).reshape(g * c_out_g, *kernel, n, *spatial)
     s = _SPATIAL[:nd]
     yg = y.reshape(n, g, c_in // g, *spatial)
     wg = w.reshape(g, c_in // g, c_out_g, taps)
@@ -238,9 +241,7 @@ def _columns_channels_last(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     wg = jnp.moveaxis(w.reshape(g, c_in // g, c_out_g, *kernel), 2, -1)  # (g, C_in / g, *kernel, C_out / g)
     if unpartitioned(y):  # three-axis operands, as `_columns` (there: why)
         yl = jnp.moveaxis(jnp.moveaxis(y, 1, -1).reshape(-1, g, c_in // g), 1, 0)  # (g, N * spatial, C_in / g)
-        dims = (((2,), (1,)), ((0,), (0,)))
-        product = functools.partial(_dot_general, dimension_numbers=dims, precision=spec.precision)
-        cols = accumulate(product, yl, wg.reshape(g, c_in // g, -1), acc)  # (g, N * spatial, taps * C_out / g)
+        cols = _batched_product(yl, wg.reshape(g, c_in // g, -1), spec, acc)  # (g, N * spatial, taps * C_out / g)
         cols = jnp.moveaxis(cols.reshape(g, n, *spatial, *kernel, c_out_g), 0, -2)
         return cols.reshape(*cols.shape[:-2], g * c_out_g)
     spatial_axes = tuple(range(1, 1 + nd))
