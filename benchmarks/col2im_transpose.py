@@ -13,8 +13,8 @@ this script measures both on every layer of the suite (or of the bench's DCGAN g
   interleaved rounds, each variant checked against the other first;
 - compile time of that fwd+bwd from a cold cache, and its compiled ops (`suite.compiled_kernels`);
 - the same for `auto`'s fwd+bwd (which may take only some gradients from the scatter form), as
-  shipped and with `transposes_by_axis`'s clause for small layers switched off while tracing
-  (`by_tap_when_small`; the same program where that clause changes nothing);
+  shipped and with every backward im2col one slice per tap while tracing (`all_by_tap`; the same
+  program where `auto` takes no gradient from the scatter form);
 - which one the library takes (`one element` where the form needs no col2im, `_scatter._tile`).
 """
 
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
 from transconv_jax import _scatter  # noqa: E402
-from transconv_jax._scatter import _col2im, _columns, col2im_by_tap, one_element, small_columns  # noqa: E402
+from transconv_jax._scatter import _col2im, _columns, col2im_by_tap, one_element  # noqa: E402
 from transconv_jax._spec import transpose_spatial  # noqa: E402
 
 VARIANTS = {"by tap": col2im_by_tap, "by axis": _col2im}
@@ -47,10 +47,10 @@ def scatter(layer: suite.Layer, col2im):
 
 
 @contextlib.contextmanager
-def by_tap_when_small():
-    """While tracing: `transposes_by_axis` without its clause for small layers (what `auto` ran by tap)."""
+def all_by_tap():
+    """While tracing: the scatter form's backward im2col one slice per tap on every layer."""
     rule = _scatter.transposes_by_axis
-    _scatter.transposes_by_axis = lambda kernel, stride, small=False: rule(kernel, stride)
+    _scatter.transposes_by_axis = lambda kernel, stride: False
     try:
         yield
     finally:
@@ -70,13 +70,13 @@ def main(argv=None) -> None:
     load = suite.Load()
     print(f"jax {jax.__version__}, {os.cpu_count()} cores, {rounds} interleaved rounds; fwd+bwd median ms")
     print("| layer | kernel taps / per axis | by tap ms | by axis ms | by axis / by tap | compile s (by tap, by axis) "
-          "| ops (by tap, by axis) | auto: by tap when small, as shipped (ms) | compile s | ops | library |")  # fmt: skip
+          "| ops (by tap, by axis) | auto: all by tap, as shipped (ms) | compile s | ops | library |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for layer in layers:
         arrays = tuple(jnp.asarray(a) for a in layer.arrays())
         programs = {name: scatter(layer, col2im) for name, col2im in VARIANTS.items()}
         built = {name: compile_cold(f, arrays) for name, f in programs.items()}
-        with by_tap_when_small():
+        with all_by_tap():
             built["auto by tap"] = compile_cold(suite.method_fn(layer, "auto"), arrays)
         built["auto"] = compile_cold(suite.method_fn(layer, "auto"), arrays)
         compiled = {name: c for name, (c, _, _) in built.items()}
@@ -88,9 +88,8 @@ def main(argv=None) -> None:
         ms = {name: t * 1e3 for name, t in suite.interleaved_medians(compiled, arrays, rounds, load).items()}
         s_, ops = ({name: b[i] for name, b in built.items()} for i in (1, 2))
         kernel = (layer.kernel,) * layer.ndim
-        small = small_columns(layer.y_shape, layer.w_shape, layer.groups)
         spec = suite.layer_spec(layer)
-        by_axis = _scatter.transposes_by_axis(kernel, spec.stride, small)
+        by_axis = _scatter.transposes_by_axis(kernel, spec.stride)
         library = "one element" if one_element(layer.spatial, spec) else "by axis" if by_axis else "by tap"
         print(f"| {layer.name} | {np.prod(kernel)} / {sum(kernel)} | {ms['by tap']:.3g} | {ms['by axis']:.3g} "
               f"| {ms['by axis'] / ms['by tap']:.2f}x | {s_['by tap']:.2f}, {s_['by axis']:.2f} "

@@ -38,10 +38,10 @@ def test_grid_matches_torch(cfg):
 
 
 @pytest.mark.parametrize("cfg", GRID, ids=str)
-def test_grid_matches_torch_as_a_large_layer(cfg, monkeypatch):
-    """The grid again with every layer taken as large (`small_columns` False): where taps overlap on
-    equal phases, the backward's im2col is then one slice per tap, as on DCGAN-sized layers."""
-    monkeypatch.setattr(_scatter, "_SMALL_COLUMNS", -1)
+def test_grid_matches_torch_by_tap(cfg, monkeypatch):
+    """The grid again with the backward's im2col one slice per tap on every layer (the library's
+    where no taps overlap, `transposes_by_axis`)."""
+    monkeypatch.setattr(_scatter, "transposes_by_axis", lambda kernel, stride: False)
     check_against_torch(cfg, "scatter")
 
 
@@ -309,13 +309,18 @@ def test_small_layers_take_scatter_under_auto():
         check_against_torch(cfg, "auto", channels_last=True)
 
 
-def test_backward_im2col_by_size():
-    """k4 s2 (equal phases, overlapping taps): the backward's im2col takes `sum(kernel)` slices on a
-    small layer and `prod(kernel)` on a large one (`transposes_by_axis`, `small_columns`)."""
-    cfg = Config(8, 8, 64, 1, (16, 16), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))  # columns: 2**21 elements
-    small, large = _primitive_counts(cfg, 1), _primitive_counts(cfg, 2)
-    assert small[1][1] <= sum(cfg.kernel) + 1
-    assert large[1][1] >= math.prod(cfg.kernel)
+def test_backward_im2col_axis_by_axis_where_taps_overlap():
+    """The backward's im2col takes `sum(kernel)` slices wherever taps overlap, on large layers as on
+    small ones (k4 s2 with 2**23 columns, k3 s1), and `prod(kernel)` where they do not (k3 s3:
+    one tap per phase; `transposes_by_axis`)."""
+    k4s2 = Config(8, 8, 64, 1, (32, 32), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))  # columns: 2**23 elements
+    k3s1 = Config(2, 8, 4, 1, (9, 7), (3, 3), (1, 1), (1, 1), (0, 0), (1, 1))
+    k3s3 = Config(2, 8, 4, 1, (5, 6), (3, 3), (3, 3), (0, 0), (0, 0), (1, 1))
+    for cfg in (k4s2, k3s1):
+        assert _primitive_counts(cfg, 1)[1][1] <= sum(cfg.kernel) + 1
+    assert _primitive_counts(k3s3, 1)[1][1] >= math.prod(k3s3.kernel)
+    for cfg in (k3s1, k3s3):
+        check_against_torch(cfg, "scatter")
 
 
 def test_tutorial_picture():

@@ -37,7 +37,7 @@ Python loops run over kernel taps only (static), never over pixels or batch; not
 an inserted zero, and no `lhs_dilation` is lowered (so XLA:CPU's strided-dilated abort cannot
 occur). Autodiff gives the im2col backward: the cotangent split into phases, one contiguous
 slice per tap, concatenated, then two GEMMs. Where it measured faster or compiled fewer ops
-(`transposes_by_axis`: 3-D k3, FCN-8s's k16, k3 s2, small layers) the slices are taken axis by axis instead,
+(`transposes_by_axis`: wherever taps overlap) the slices are taken axis by axis instead,
 `sum(kernel)` of them rather than `prod(kernel)`, each a compiled op of its own
 (`col2im_by_axis`, the tangent of `_col2im`). On kernels of many taps (`adds_by_axis`: 3-D k3,
 FCN-8s's k16) the value of a differentiated layer is added axis by axis too, which LLVM compiles
@@ -94,8 +94,7 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec, differen
     if by_axis:
         col2im = col2im_by_axis
     else:
-        small = small_columns(y.shape, w.shape, spec.groups)
-        col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride, small) else col2im_by_tap
+        col2im = _col2im if transposes_by_axis(w.shape[2:], spec.stride) else col2im_by_tap
     return col2im(_columns(y, w, spec), spec, out_spatial)
 
 
@@ -149,20 +148,18 @@ def _tile(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     return pad_spatial(full, pads)
 
 
-def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...], small: bool = False) -> bool:
+def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...]) -> bool:
     """Whether the backward's im2col is taken axis by axis (`_col2im`), a rule measured by
-    `benchmarks/col2im_transpose.py` (BENCHMARKS.md): when the kernel has at least three times as
-    many taps as taps per axis, summed (3-D k3: 27 against 9; FCN-8s's 2-D k16: 256 against 32),
-    it cut the compiled ops and the compile time, in about the same run time; where a strided
-    axis's phases have unequal taps (`k % s != 0`, the k3 s2 U-Nets) it compiles fewer ops in
-    the same time, a tie. With equal phases (DCGAN's k4 s2) its extra passes cost more than
-    they save on large layers; on `small` ones (`small_columns`) where taps overlap (`k > s`),
-    a DCGAN generator's k4 s2 layers, it halves the compiled ops and cuts the compile time; under
-    `auto` (their kernel gradient) it ran as fast or faster, the form's own fwd+bwd slower on one
-    of them (`col2im_transpose.py --generator`, BENCHMARKS.md)."""
+    `benchmarks/col2im_transpose.py` (BENCHMARKS.md): wherever taps overlap (`k > s` on an axis:
+    DCGAN's k4 s2, the k3 s2 U-Nets, stride-1 layers, FCN-8s's k16 s8) it ran as fast or faster
+    than one slice per tap and compiled fewer ops in less time, on every layer of the suite and on
+    the stride-1 layers beyond it, since its passes run on four axes (`_add_taps_of_axis`). Also
+    where a strided axis's phases have unequal taps (`k % s != 0`) or the kernel has many taps
+    (`adds_by_axis`). Where no taps overlap (U-Net's and V-Net's k2 s2) each phase gets one tap,
+    and by axis was no faster: one slice per tap stays."""
     uneven = any(s > 1 and k % s for k, s in zip(kernel, stride, strict=True))
     overlap = any(k > s for k, s in zip(kernel, stride, strict=True))
-    return uneven or adds_by_axis(kernel) or (small and overlap)
+    return uneven or overlap or adds_by_axis(kernel)
 
 
 _SMALL_COLUMNS = 2**21  # elements: 8 MiB in float32
