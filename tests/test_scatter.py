@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from oracle import HYPOTHESIS, Config, assert_close, check_against_torch, configs, torch_conv_transpose
 
 import transconv_jax as tc
-from transconv_jax import _scatter
+from transconv_jax import _scatter, _subpixel
 from transconv_jax._dispatch import auto_forms, auto_method
 from transconv_jax._scatter import adds_by_axis, conv_transpose_scatter_form, transposes_by_axis
 
@@ -87,17 +87,20 @@ def test_auto_on_channels_last_dilated_stride_1_runs_the_convolution():
         check_against_torch(cfg, "auto", channels_last=channels_last)
 
 
-def test_auto_on_stride_1_takes_the_convolutions_gradients():
+def test_auto_on_stride_1_takes_the_convolutions_gradients(monkeypatch):
     """Rule 3 of `auto_method` without dilation: both gradients are the vjp form's convolutions, but
-    subpixel's where its windows exceed im2col's budget (its per-tap scan) with at least 64 input
-    channels (the suite's stride-1 layer); the forward is scatter's GEMM from 64 input channels on
-    and the vjp form's convolution below (few input channels make a GEMM with a short inner
-    dimension and a col2im as large as ever). The values are torch's in both layouts."""
+    where subpixel's windows exceed im2col's budget (its per-tap scan) with at least 64 input
+    channels (the suite's stride-1 layer), subpixel's input gradient and scatter's kernel gradient
+    (the cotangent's columns, axis by axis; subpixel's on channels-last arrays). The forward is
+    scatter's GEMM from 64 input channels on and the vjp form's convolution below (few input
+    channels make a GEMM with a short inner dimension and a col2im as large as ever). The values
+    are torch's in both layouts, the mixed gradients on a small layer with the windows' budget
+    lowered to reach them."""
     s1 = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), output_padding=(0, 0), dilation=(1, 1))
     wide, narrow = Config(2, 64, 8, 1, (6, 6), **s1), Config(2, 16, 8, 1, (6, 6), **s1)
     assert _picks(wide) == ["scatter", "vjp", "vjp"]
     assert _picks(narrow) == ["vjp", "vjp", "vjp"]
-    assert _picks(Config(8, 128, 64, 1, (32, 32), **s1)) == ["scatter", "subpixel", "subpixel"]  # 42 MB of windows
+    assert _picks(Config(8, 128, 64, 1, (32, 32), **s1)) == ["scatter", "subpixel", "scatter"]  # 42 MB of windows
     assert _picks(Config(4, 16, 16, 1, (128, 128), **s1)) == ["vjp", "vjp", "vjp"]  # 39 MB, 16 channels
     dilated = dict(s1, padding=(2, 2), dilation=(2, 2))
     assert _picks(Config(8, 32, 32, 1, (64, 64), **dilated)) == ["vjp", "vjp", "vjp"]  # few input channels
@@ -105,6 +108,14 @@ def test_auto_on_stride_1_takes_the_convolutions_gradients():
     for cfg in (wide, narrow):
         for channels_last in (False, True):
             check_against_torch(cfg, "auto", channels_last=channels_last)
+    monkeypatch.setattr(_subpixel, "_SCAN_BYTES", 2**10)
+    jax.clear_caches()  # `conv_transpose` caches its traces
+    assert _picks(wide) == ["scatter", "subpixel", "scatter"]
+    last = dataclasses.replace(wide.spec(), channels_last=True)
+    assert auto_forms(last, wide.y_shape, wide.w_shape, "cpu") == ("scatter", "subpixel", "subpixel")
+    for channels_last in (False, True):
+        check_against_torch(wide, "auto", channels_last=channels_last)
+    jax.clear_caches()
 
 
 @pytest.mark.parametrize(

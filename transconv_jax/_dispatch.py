@@ -138,9 +138,15 @@ def auto_method(
        1x1 -> 4x4): 'scatter', which is then one GEMM and a transpose, forward and both gradients;
     3. stride 1 on every axis: both gradients 'vjp', the convolutions `jax.lax` runs, faster
        than subpixel's im2col GEMMs on most stride-1 layers beyond the suite's
-       (`benchmarks/ab.py --stride-1`, BENCHMARKS.md); but 'subpixel' where its shifted windows
+       (`benchmarks/ab.py --stride-1`, BENCHMARKS.md); but where subpixel's shifted windows
        exceed im2col's budget (its per-tap scan, `_subpixel.stride_1_windows_fit`) and there are
-       at least 64 input channels (the suite's stride-1 layer; not with dilation). The forward:
+       at least 64 input channels (the suite's stride-1 layer; not with dilation), the input
+       gradient 'subpixel' and the kernel gradient 'scatter': one GEMM of the cotangent's columns,
+       built axis by axis, against the input, both with their rows minor, where the scan's
+       products contract their leading axis, which XLA:CPU multiplies at about half the rate
+       (channels-last arrays: their columns are channels-last too, and subpixel's scan stays;
+       BENCHMARKS.md, "Stride-1 kernel gradients"). The forward's columns are as large, so
+       the memory grows by at most that much. The forward:
        'scatter' (a GEMM and shifted adds) from 64 input channels on, 'vjp' below, where the
        GEMM's inner dimension is short and its col2im as large as ever; with dilation on
        channels-last arrays (`Spec.channels_last`, the Flax layers) 'vjp' too, a dilated
@@ -207,7 +213,9 @@ def auto_method(
         if derivatives:
             itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
             scan = not stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
-            return "subpixel" if scan and not dilated and y_shape[1] >= 64 else "vjp"
+            if scan and not dilated and y_shape[1] >= 64:  # the kernel gradient from the cotangent's columns
+                return "scatter" if derivatives == "kernel" and not spec.channels_last else "subpixel"
+            return "vjp"
         return "vjp" if y_shape[1] < 64 or (dilated and spec.channels_last) else "scatter"
     if not overlaps(kernel, spec):
         return "scatter"
