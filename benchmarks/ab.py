@@ -1,6 +1,7 @@
 """`auto` of this checkout against `auto` of an earlier commit, in one interleaved run.
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--compile] [--rounds 21] [--quick]
+     [--generator | --stride-1 | --k4s2]
 
 The package as it was at git revision `REV` is extracted (`git archive`) into a temporary
 directory and imported under another name, next to this checkout's. For every suite layer (or

@@ -136,6 +136,18 @@ STRIDE_1 = (
     Layer("s1 d2 4x16x128x128 -> 16", 4, 16, 16, (128, 128), 3, 1, 2, dilation=2),
     Layer("s1 d2 8x32x64x64 -> 32", 8, 32, 32, (64, 64), 3, 1, 2, dilation=2),
 )
+# 2-D k4 s2 p1 layers (DCGAN's) of 2**20 to 2**23 columns (N * H * W * 16 taps * C_out), around the size
+# where `auto`'s kernel gradient changes form (`_dispatch.scatter_kernel_gradient`).
+K4S2 = (
+    Layer("k4s2 8x128x8x8 -> 128", 8, 128, 128, (8, 8), 4, 2, 1),
+    Layer("k4s2 8x256x16x16 -> 128", 8, 256, 128, (16, 16), 4, 2, 1),
+    Layer("k4s2 4x512x16x16 -> 256", 4, 512, 256, (16, 16), 4, 2, 1),
+    Layer("k4s2 8x64x32x32 -> 32", 8, 64, 32, (32, 32), 4, 2, 1),
+    Layer("k4s2 16x128x16x16 -> 64", 16, 128, 64, (16, 16), 4, 2, 1),
+    Layer("k4s2 8x256x16x16 -> 256", 8, 256, 256, (16, 16), 4, 2, 1),
+    Layer("k4s2 16x256x16x16 -> 128", 16, 256, 128, (16, 16), 4, 2, 1),
+    Layer("k4s2 8x128x32x32 -> 64", 8, 128, 64, (32, 32), 4, 2, 1),
+)
 TINY_GENERATOR = (
     Layer("g1 1x1 -> 4x4", 2, 8, 8, (1, 1), 4, 1, 0),
     Layer("g2 4x4 -> 8x8", 2, 8, 4, (4, 4), 4, 2, 1),
@@ -146,15 +158,17 @@ TINY_GENERATOR = (
 def layers_from_arguments(description: str, rounds: int, argv=None) -> tuple[list[Layer], int]:
     """The layers and rounds a per-layer script was asked for: `--rounds`, `--only NAME` (layers whose
     name starts with it), `--quick` (the tiny layers, 2 rounds: a smoke test), `--generator` (the DCGAN
-    generator's layers), `--stride-1` (`STRIDE_1`)."""
+    generator's layers), `--stride-1` (`STRIDE_1`), `--k4s2` (`K4S2`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--only", help="layers whose name starts with this")
     parser.add_argument("--quick", action="store_true", help="the tiny layers, 2 rounds (a smoke test)")
     parser.add_argument("--generator", action="store_true", help="the DCGAN generator's layers")
     parser.add_argument("--stride-1", action="store_true", help="stride-1 layers beyond the suite's")
+    parser.add_argument("--k4s2", action="store_true", help="2-D k4 s2 layers of 2**20 to 2**23 columns")
     args = parser.parse_args(argv)
-    layers = TINY if args.quick else GENERATOR if args.generator else STRIDE_1 if args.stride_1 else LAYERS
+    sets = ((args.quick, TINY), (args.generator, GENERATOR), (args.stride_1, STRIDE_1), (args.k4s2, K4S2))
+    layers = next((chosen for asked, chosen in sets if asked), LAYERS)
     layers = [la for la in layers if not args.only or la.name.startswith(args.only)]
     return layers, 2 if args.quick else args.rounds
 

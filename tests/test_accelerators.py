@@ -29,8 +29,8 @@ CONFIGS = {
 U_NET_K2 = Config(2, 4, 3, 1, (3, 4), (2, 2), (2, 2), (0, 0), (0, 0), (1, 1))
 # >= 64 input channels: the scatter form's forward on CPU
 DILATED_STRIDE_1 = Config(1, 64, 3, 1, (6, 6), (3, 3), (1, 1), (2, 2), (0, 0), (2, 2))
-# ... and subpixel's kernel gradient on a large one (the scatter form's columns: 48 * 48 * 16 taps * 64 > 2**21)
-LARGE_MIX = Config(1, 64, 64, 1, (48, 48), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))
+# ... and subpixel's kernel gradient on a large one (the scatter form's columns: 48 * 96 * 16 taps * 64 > 2**22)
+LARGE_MIX = Config(1, 64, 64, 1, (48, 96), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1))
 
 
 def _sub_jaxprs(params):

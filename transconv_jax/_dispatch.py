@@ -143,10 +143,10 @@ def auto_method(
        at least 64 input channels (the suite's stride-1 layer; not with dilation), the input
        gradient 'subpixel' and the kernel gradient 'scatter': one GEMM of the cotangent's columns,
        built axis by axis, against the input, both with their rows minor, where the scan's
-       products contract their leading axis, which XLA:CPU multiplies at about half the rate
-       (channels-last arrays: their columns are channels-last too, and subpixel's scan stays;
-       BENCHMARKS.md, "Stride-1 kernel gradients"). The forward's columns are as large, so
-       the memory grows by at most that much. The forward:
+       products contract their leading axis, a slower GEMM for XLA:CPU (channels-last arrays:
+       their columns are channels-last too, and subpixel's scan stays; BENCHMARKS.md, "Stride-1
+       kernel gradients"). The forward's columns are as large, so the memory grows by at most
+       that much. The forward:
        'scatter' (a GEMM and shifted adds) from 64 input channels on, 'vjp' below, where the
        GEMM's inner dimension is short and its col2im as large as ever; with dilation on
        channels-last arrays (`Spec.channels_last`, the Flax layers) 'vjp' too, a dilated
@@ -162,8 +162,9 @@ def auto_method(
        (`_scatter.small_columns`: the scatter form's columns have at most 2**21 elements; a DCGAN
        generator's layers up to 16x16 -> 32x32) 'scatter', whose GEMM was faster than XLA:CPU's
        convolution there (`benchmarks/ab.py --generator`, BENCHMARKS.md) and whose gradients
-       share the cotangent's columns; on larger ones subpixel's im2col (FCN-8s, and every kernel
-       gradient of the suite's layers);
+       share the cotangent's columns; on larger ones subpixel's im2col (FCN-8s, HiFi-GAN, DCGAN
+       32x32), but the kernel gradient of 2-D k4 s2 layers scatter's up to twice that size
+       (`scatter_kernel_gradient`: DCGAN 16x16);
     6. otherwise (e.g. k3 s2 U-Nets): 'scatter', faster there than one conv per phase. (Its
        gradients apart, the vjp form's input gradient was faster than scatter's, but not the
        fwd+bwd that mixed them: scatter's two gradients share the cotangent's columns.)
@@ -223,7 +224,37 @@ def auto_method(
         return "scatter"
     if derivatives == "input" and not xla_cpu_hazard(spec) and min(y_shape[1], w_shape[1]) >= 64:
         return "vjp"
+    if derivatives == "kernel" and scatter_kernel_gradient(spec, y_shape, w_shape, dtype):
+        return "scatter"
     return "scatter" if small_columns(y_shape, w_shape, spec.groups) else "subpixel"
+
+
+def scatter_kernel_gradient(spec: Spec, y_shape, w_shape, dtype=None) -> bool:
+    """Whether a 2-D k4 s2 layer (DCGAN's) takes its kernel gradient from the scatter form, not
+    subpixel's: in float32 (`dtype` None or 4 bytes; half precision is unmeasured) on
+    channels-first arrays whose columns have at most `_KERNEL_GRADIENT_COLUMNS` elements
+    (`_scatter.small_columns` with that limit; the rule by size below it holds anyway).
+
+    There the scatter form's one GEMM of the cotangent's columns (built axis by axis) against the
+    input, with the rows minor in both operands, beat subpixel's im2col GEMM, whose operands
+    XLA:CPU lays out with the contracted rows major (a slower GEMM), on every layer of 2**22
+    columns measured (DCGAN 16x16 among them), and lost on those of 2**23 (DCGAN 32x32 among
+    them): `benchmarks/ab.py --k4s2`, BENCHMARKS.md, "k4 s2 kernel gradients". On channels-last
+    arrays the columns are channels-last too, and it was not faster. Other kernels and strides
+    are unmeasured and keep the rule by size.
+
+    Example:
+        >>> spec = Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1)
+        >>> scatter_kernel_gradient(spec, (8, 256, 16, 16), (256, 128, 4, 4))  # 8 * 16 * 16 * 16 * 128 = 2**22
+        True
+    """
+    k4s2 = w_shape[2:] == (4, 4) and spec.stride == (2, 2) and spec.dilation == (1, 1)
+    single = dtype is None or np.dtype(dtype).itemsize == 4
+    columns = small_columns(y_shape, w_shape, spec.groups, _KERNEL_GRADIENT_COLUMNS)
+    return k4s2 and single and not spec.channels_last and columns
+
+
+_KERNEL_GRADIENT_COLUMNS = 2**22  # elements: 16 MiB in float32 (`scatter_kernel_gradient`)
 
 
 def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vjp", "scatter", "subpixel"]:
@@ -246,7 +277,10 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
        gradients ran several times slower than scatter's in float32: taking scatter's there
        would make the gradients differ by platform, which costs XLA:CPU compile time (tracing
        both: the dilated layer's fwd+bwd compile passed 1.5x jax.lax's; BENCHMARKS.md), so
-       the GPU keeps the CPU's until a cheaper way is found;
+       the GPU keeps the CPU's until a cheaper way is found. Likewise the float32 kernel gradient
+       of 2-D k4 s2 layers up to 2**22 columns (`scatter_kernel_gradient`: scatter's; with the
+       platforms' gradients differing, DCGAN 16x16's fwd+bwd compiled much longer: BENCHMARKS.md,
+       "k4 s2 kernel gradients");
     3. no kernel overlap (U-Net k2 s2, V-Net) or phases that do not fuse (k3 s2 U-Nets, 2-D
        and 3-D): 'scatter', whose two gradients share the cotangent's columns;
     4. the phases fuse, stride 2 (DCGAN k4 s2), both channel counts at least 64 (as measured):
@@ -275,6 +309,8 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
         return "scatter"
     if wide and max(spec.stride) == 2 and dtype is not None and np.dtype(dtype).itemsize == 2:
         return "vjp"
+    if derivatives == "kernel" and scatter_kernel_gradient(spec, y_shape, w_shape, dtype):
+        return "scatter"
     if derivatives == "input" and wide:
         return "vjp"
     return "subpixel"
