@@ -1,7 +1,7 @@
 """`auto` of this checkout against `auto` of an earlier commit, in one interleaved run.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--compile] [--rounds 21] [--quick]
-     [--generator | --stride-1 | --k4s2]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--compile | --memory] [--rounds 21]
+     [--quick | --generator | --stride-1 | --k4s2]
 
 The package as it was at git revision `REV` is extracted (`git archive`) into a temporary
 directory and imported under another name, next to this checkout's. For every suite layer (or
@@ -15,6 +15,9 @@ medians and the ratios new / old, with the load average.
 `--compile`: instead, the time from a cold cache (`jax.clear_caches()`) to a compiled fwd+bwd
 (trace, lowering and XLA's compile, as `bench.py` counts it), new and old in each round's
 shuffled order; medians and new / old.
+
+`--memory`: instead, XLA's temp buffers of each compiled fwd+bwd (`memory_analysis()`, from
+shapes: nothing is timed), new and old.
 """
 
 from __future__ import annotations
@@ -110,11 +113,24 @@ def compare_compile(layer: suite.Layer, packages: dict, last: bool, rounds: int,
     return f"| {layer.name} | {old:.3g} | {new:.3g} | {new / old:.2f}x |"
 
 
+def compare_memory(layer: suite.Layer, packages: dict, last: bool) -> str:
+    """One markdown row: XLA's temp buffers (MiB) of the compiled fwd+bwd, old and new, and new / old."""
+    args, options = layer_arguments(layer, last)
+    temp = {}
+    for tag, package in packages.items():
+        f = lambda y, w, p=package: p.conv_transpose(y, w, **layer.kwargs, **options)  # noqa: E731
+        compiled = jax.jit(suite.fwd_bwd(f)).lower(*args).compile()
+        temp[tag] = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    ratio = f"{temp['new'] / temp['old']:.2f}x" if temp["old"] else "n/a"
+    return f"| {layer.name} | {temp['old']:.3g} | {temp['new']:.3g} | {ratio} |"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev", help="the git revision to compare with, e.g. HEAD~1 or a commit")
     parser.add_argument("--channels-last", action="store_true", help="the Flax layers' layout")
     parser.add_argument("--compile", action="store_true", help="time the cold compile of fwd+bwd instead")
+    parser.add_argument("--memory", action="store_true", help="XLA's temp buffers of fwd+bwd instead")
     args, rest = parser.parse_known_args(argv)
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 21, rest)
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +140,12 @@ def main(argv=None) -> None:
         print(f"auto of this checkout (new) against {args.rev} (old), {layout}; jax {jax.__version__}, "
               f"{os.cpu_count()} cores, {rounds} interleaved rounds; median {'s' if args.compile else 'ms'}")  # fmt: skip
         print()
+        if args.memory:
+            print("| layer | fwd+bwd XLA temp old, MiB | new, MiB | new / old |")
+            print("|---|---|---|---|")
+            for layer in layers:
+                print(compare_memory(layer, packages, args.channels_last), flush=True)
+            return
         if args.compile:
             print("| layer | fwd+bwd compile old, s | new, s | new / old |")
             print("|---|---|---|---|")

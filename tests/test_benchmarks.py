@@ -127,6 +127,16 @@ def test_ab_quick_compares_compile_times():
     assert "fwd+bwd compile old" in out and "load average" in out
 
 
+def test_ab_quick_compares_temp_memory():
+    out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", "--memory"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and all(row.count("|") == 5 for row in rows), out
+    for row in rows:
+        old, new, ratio = (float(cell.strip().rstrip("x")) for cell in row.split("|")[2:5])
+        assert old > 0 and new > 0 and abs(new / old - ratio) <= 0.011 * ratio + 0.005, row
+    assert "XLA temp old, MiB" in out
+
+
 def test_movement_quick_splits_each_layer():
     out = _run([sys.executable, "benchmarks/movement.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
