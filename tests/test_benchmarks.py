@@ -137,6 +137,14 @@ def test_ab_quick_compares_temp_memory():
     assert "XLA temp old, MiB" in out
 
 
+def test_gemm_layouts_quick_times_each_layout():
+    out = _run([sys.executable, "benchmarks/gemm_layouts.py", "--quick"]).stdout
+    (row,) = [line for line in out.splitlines() if line.startswith("| tiny")]
+    cells = row.split("|")[3:7]
+    assert len(cells) == 4 and all(float(c.split()[0]) > 0 for c in cells), out
+    assert "rows minor | a minor | b minor | rows major" in out and "load average" in out
+
+
 def test_movement_quick_splits_each_layer():
     out = _run([sys.executable, "benchmarks/movement.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
