@@ -143,7 +143,8 @@ def auto_method(
        at least 64 input channels (the suite's stride-1 layer; not with dilation), the input
        gradient 'subpixel' and the kernel gradient 'scatter': one GEMM of the cotangent's columns,
        built axis by axis, against the input, both with their rows minor, where the scan's
-       products contract their leading axis, a slower GEMM for XLA:CPU (channels-last arrays:
+       products contract their leading axis, a slower GEMM for XLA:CPU (`benchmarks/gemm_layouts.py`;
+       channels-last arrays:
        their columns are channels-last too, and subpixel's scan stays; BENCHMARKS.md, "Stride-1
        kernel gradients"). The forward's columns are as large, so the memory grows by at most
        that much. The forward:
@@ -236,10 +237,11 @@ def scatter_kernel_gradient(spec: Spec, y_shape, w_shape, dtype=None) -> bool:
     (`_scatter.small_columns` with that limit; the rule by size below it holds anyway).
 
     There the scatter form's one GEMM of the cotangent's columns (built axis by axis) against the
-    input, with the rows minor in both operands, beat subpixel's im2col GEMM, whose operands
-    XLA:CPU lays out with the contracted rows major (a slower GEMM), on every layer of 2**22
-    columns measured (DCGAN 16x16 among them), and lost on those of 2**23 (DCGAN 32x32 among
-    them): `benchmarks/ab.py --k4s2`, BENCHMARKS.md, "k4 s2 kernel gradients". On channels-last
+    input, with the rows minor in both operands, beat subpixel's im2col GEMM, whose windows
+    XLA:CPU lays out with the contracted rows major (a slower GEMM: `benchmarks/gemm_layouts.py`),
+    on three of the four layers of 2**22 columns measured (DCGAN 16x16 among them; a tie or a
+    loss on the fourth), and lost on those of 2**23 (DCGAN 32x32 among them): `benchmarks/ab.py
+    --k4s2`, BENCHMARKS.md, "k4 s2 kernel gradients". On channels-last
     arrays the columns are channels-last too, and it was not faster. Other kernels and strides
     are unmeasured and keep the rule by size.
 
