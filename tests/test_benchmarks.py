@@ -116,25 +116,18 @@ def test_ab_quick_compares_with_a_revision():
     assert "against HEAD (old), channels-last" in out and "load average" in out
 
 
-def test_ab_quick_compares_compile_times():
-    out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", "--compile"]).stdout
+@pytest.mark.parametrize(
+    ("option", "header"), [("--compile", "fwd+bwd compile old"), ("--memory", "XLA temp old, MiB")]
+)
+def test_ab_quick_compares_compile_times_and_memory(option, header):
+    out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", option]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 2 and all(row.count("|") == 5 for row in rows), out
     for row in rows:
         old, new, ratio = (float(cell.strip().rstrip("x")) for cell in row.split("|")[2:5])
-        # Times to 3 significant figures (each off by up to 0.5%), the ratio to 2 decimals.
+        # Figures to 3 significant figures (each off by up to 0.5%), the ratio to 2 decimals.
         assert old > 0 and new > 0 and abs(new / old - ratio) <= 0.011 * ratio + 0.005, row
-    assert "fwd+bwd compile old" in out and "load average" in out
-
-
-def test_ab_quick_compares_temp_memory():
-    out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", "--memory"]).stdout
-    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 2 and all(row.count("|") == 5 for row in rows), out
-    for row in rows:
-        old, new, ratio = (float(cell.strip().rstrip("x")) for cell in row.split("|")[2:5])
-        assert old > 0 and new > 0 and abs(new / old - ratio) <= 0.011 * ratio + 0.005, row
-    assert "XLA temp old, MiB" in out
+    assert header in out
 
 
 def test_gemm_layouts_quick_times_each_layout():

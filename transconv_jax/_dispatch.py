@@ -143,11 +143,10 @@ def auto_method(
        at least 64 input channels (the suite's stride-1 layer; not with dilation), the input
        gradient 'subpixel' and the kernel gradient 'scatter': one GEMM of the cotangent's columns,
        built axis by axis, against the input, both with their rows minor, where the scan's
-       products contract their leading axis, a slower GEMM for XLA:CPU (`benchmarks/gemm_layouts.py`;
-       channels-last arrays:
-       their columns are channels-last too, and subpixel's scan stays; BENCHMARKS.md, "Stride-1
-       kernel gradients"). The forward's columns are as large, so the memory grows by at most
-       that much. The forward:
+       products contract their leading axis, a slower GEMM for XLA:CPU
+       (`benchmarks/gemm_layouts.py`; channels-last arrays: their columns are channels-last too,
+       and subpixel's scan stays; BENCHMARKS.md, "Stride-1 kernel gradients"). The forward's
+       columns are as large, so the memory grows by at most that much. The forward:
        'scatter' (a GEMM and shifted adds) from 64 input channels on, 'vjp' below, where the
        GEMM's inner dimension is short and its col2im as large as ever; with dilation on
        channels-last arrays (`Spec.channels_last`, the Flax layers) 'vjp' too, a dilated
