@@ -1,14 +1,23 @@
-"""`auto`'s fwd+bwd with XLA:CPU's default scheduler against ops run one after another.
+"""`auto`'s fwd+bwd under XLA:CPU's defaults against one process-wide setting, in child processes.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/scheduler.py [--only NAME] [--rounds 15] [--pairs 3] [--quick]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/scheduler.py [--heap] [--only NAME] [--rounds 15] [--pairs 3] [--quick]
+     [--stride-1 | --k4s2 | --generator]
 
-XLA:CPU runs the independent ops of a program at the same time (a layer's backward does not wait
-for its forward; its two gradients do not wait for each other). `XLA_FLAGS` can turn that off
-(`--xla_cpu_enable_concurrency_optimized_scheduler=false`, `benchmarks/movement.py` uses it), but
-only for a whole process. So for every layer of the suite this starts child processes in turn,
-`--pairs` of each kind alternating, each compiling `auto`'s fwd+bwd (value and both gradients, a
-real upstream gradient passed as an argument) and timing it over `--rounds` (median); the table
-gives the median over the children of each kind, and the ratio sequential / default.
+Default: ops run one after another. XLA:CPU runs the independent ops of a program at the same time
+(a layer's backward does not wait for its forward; its two gradients do not wait for each
+other). `XLA_FLAGS` can turn that off (`--xla_cpu_enable_concurrency_optimized_scheduler=false`,
+`benchmarks/movement.py` uses it), but only for a whole process.
+
+`--heap`: glibc's malloc serving large blocks from its heap (`MALLOC_MMAP_THRESHOLD_` and
+`MALLOC_TRIM_THRESHOLD_` set to 1 GiB and 4 GiB). XLA:CPU allocates a program's temp buffers on
+every call; past glibc's mmap threshold (128 KiB, raised as blocks are freed up to 32 MiB) each
+such block is a fresh `mmap`, whose pages the kernel zeroes and maps on first touch, call after
+call. PyTorch keeps its own cache of blocks. Each child then times PyTorch's fwd+bwd too.
+
+For every layer this starts child processes in turn, `--pairs` of each kind alternating, each
+compiling `auto`'s fwd+bwd (value and both gradients, a real upstream gradient passed as an
+argument) and timing it over `--rounds` (median); the table gives the median over the children of
+each kind, and the ratio setting / default.
 """
 
 from __future__ import annotations
@@ -22,52 +31,68 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
-SEQUENTIAL = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+SEQUENTIAL = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=false"}
+HEAP = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
+ALL_LAYERS = (*suite.LAYERS, *suite.TINY, *suite.STRIDE_1, *suite.K4S2, *suite.GENERATOR)
 
 
-def child(name: str, rounds: int) -> None:
-    """In a child process: print the median seconds of `auto`'s compiled fwd+bwd on layer `name`."""
-    import jax
-    import jax.numpy as jnp
+def child(name: str, rounds: int, with_torch: bool) -> None:
+    """In a child process: print the median seconds of `auto`'s compiled fwd+bwd on layer `name`,
+    and with `with_torch` PyTorch's after it."""
+    (layer,) = [la for la in ALL_LAYERS if la.name == name]
+    c = suite.build(layer, "auto")
+    c.sync(c.fwd_bwd(*c.args))  # warm-up
+    print(suite.interleaved_medians({"auto": c.fwd_bwd}, c.args, rounds)["auto"])
+    if with_torch:
+        t = suite.build(layer, "torch")
+        fn = lambda *args: t.sync(t.fwd_bwd(*args))  # noqa: E731
+        fn(*t.args)
+        print(suite.interleaved_medians({"torch": fn}, t.args, rounds)["torch"])
 
-    (layer,) = [la for la in (*suite.LAYERS, *suite.TINY) if la.name == name]
-    args = tuple(jnp.asarray(a) for a in layer.arrays())
-    compiled = jax.jit(suite.fwd_bwd(suite.method_fn(layer, "auto"))).lower(*args).compile()
-    jax.block_until_ready(compiled(*args))  # warm-up
-    print(suite.interleaved_medians({"auto": compiled}, args, rounds)["auto"])
 
-
-def timed(layer: suite.Layer, rounds: int, flags: str) -> float:
-    env = {**os.environ, "XLA_FLAGS": " ".join([os.environ.get("XLA_FLAGS", ""), flags]).strip()}
-    cmd = [sys.executable, __file__, "--child", layer.name, str(rounds)]
+def timed(layer: suite.Layer, rounds: int, setting: dict, with_torch: bool) -> list[float]:
+    """The child's medians (s): `auto`, and PyTorch with `with_torch`."""
+    env = dict(os.environ)
+    for key, value in setting.items():
+        env[key] = " ".join([env.get(key, ""), value]).strip() if key == "XLA_FLAGS" else value
+    cmd = [sys.executable, __file__, "--child", layer.name, str(rounds), str(int(with_torch))]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=600)
-    return float(run.stdout.split()[-1])
+    return [float(x) for x in run.stdout.split()[-(2 if with_torch else 1) :]]
 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        child(argv[1], int(argv[2]))
+        child(argv[1], int(argv[2]), bool(int(argv[3])))
         return
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--heap", action="store_true")
     known, argv = parser.parse_known_args(argv)
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 15, argv)
     pairs = 1 if rounds == 2 else known.pairs  # --quick: one child of each kind
+    setting, name = (HEAP, "heap") if known.heap else (SEQUENTIAL, "one after another")
     load = suite.Load()
     print(f"{os.cpu_count()} cores; per layer {pairs} child processes of each kind, alternating, each the median of "
           f"{rounds} calls; median over the children, ms")  # fmt: skip
     print()
-    print("| layer | default | one after another | one after another / default |")
-    print("|---|---|---|---|")
+    torch_cells = " | torch | torch, heap | auto / torch | auto, heap / torch, heap" if known.heap else ""
+    print(f"| layer | default | {name} | {name} / default{torch_cells} |")
+    print("|---|---|---|---|" + "---|" * (4 if known.heap else 0))
     for layer in layers:
-        times = {"default": [], "sequential": []}
+        times = {"default": [], "setting": []}
         for _ in range(pairs):
-            times["default"].append(timed(layer, rounds, ""))
-            times["sequential"].append(timed(layer, rounds, SEQUENTIAL))
+            times["default"].append(timed(layer, rounds, {}, known.heap))
+            times["setting"].append(timed(layer, rounds, setting, known.heap))
             load.sample()
-        default, sequential = (1e3 * statistics.median(t) for t in times.values())
-        print(f"| {layer.name} | {default:.3g} | {sequential:.3g} | {sequential / default:.2f}x |", flush=True)
+        (default, *torch_default), (other, *torch_other) = (
+            [1e3 * statistics.median(column) for column in zip(*t, strict=True)] for t in times.values()
+        )
+        cells = [f"{default:.3g}", f"{other:.3g}", f"{other / default:.2f}x"]
+        if known.heap:
+            (td,), (to,) = torch_default, torch_other
+            cells += [f"{td:.3g}", f"{to:.3g}", f"{default / td:.2f}x", f"{other / to:.2f}x"]
+        print(f"| {layer.name} | " + " | ".join(cells) + " |", flush=True)
     print()
     print(load.finish().describe())
 

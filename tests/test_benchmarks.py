@@ -149,6 +149,20 @@ def test_movement_quick_splits_each_layer():
     assert "ops one after another" in out and "load average" in out
 
 
+def test_scheduler_quick_heap_times_auto_and_torch_in_child_processes():
+    out = _run([sys.executable, "benchmarks/scheduler.py", "--quick", "--heap"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and all(row.count("|") == 9 for row in rows), out
+    for row in rows:
+        default, heap, ratio, torch, torch_heap, auto_torch, heap_torch = (
+            float(cell.strip().rstrip("x")) for cell in row.split("|")[2:9]
+        )
+        # Times to 3 significant figures (each off by up to 0.5%), ratios to 2 decimals.
+        for value, want in ((ratio, heap / default), (auto_torch, default / torch), (heap_torch, heap / torch_heap)):
+            assert abs(want - value) <= 0.011 * value + 0.005, row
+    assert "| heap / default |" in out
+
+
 def test_scheduler_quick_times_both_schedulers_in_child_processes():
     out = _run([sys.executable, "benchmarks/scheduler.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
