@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def child(name: str, rounds: int, with_torch: bool) -> None:
     (layer,) = [la for la in ALL_LAYERS if la.name == name]
     c = suite.build(layer, "auto")
     c.sync(c.fwd_bwd(*c.args))  # warm-up
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     print(suite.interleaved_medians({"auto": c.fwd_bwd}, c.args, rounds)["auto"])
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / rounds)  # minor page faults per call
     if with_torch:
         t = suite.build(layer, "torch")
         fn = lambda *args: t.sync(t.fwd_bwd(*args))  # noqa: E731
@@ -51,13 +54,14 @@ def child(name: str, rounds: int, with_torch: bool) -> None:
 
 
 def timed(layer: suite.Layer, rounds: int, setting: dict, with_torch: bool) -> list[float]:
-    """The child's medians (s): `auto`, and PyTorch with `with_torch`."""
+    """The child's medians (s) and page faults: `auto`'s time and minor page faults per call, and
+    PyTorch's time with `with_torch`."""
     env = dict(os.environ)
     for key, value in setting.items():
         env[key] = " ".join([env.get(key, ""), value]).strip() if key == "XLA_FLAGS" else value
     cmd = [sys.executable, __file__, "--child", layer.name, str(rounds), str(int(with_torch))]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=600)
-    return [float(x) for x in run.stdout.split()[-(2 if with_torch else 1) :]]
+    return [float(x) for x in run.stdout.split()[-(3 if with_torch else 2) :]]
 
 
 def main(argv=None) -> None:
@@ -76,22 +80,26 @@ def main(argv=None) -> None:
     print(f"{os.cpu_count()} cores; per layer {pairs} child processes of each kind, alternating, each the median of "
           f"{rounds} calls; median over the children, ms")  # fmt: skip
     print()
-    torch_cells = " | torch | torch, heap | auto / torch | auto, heap / torch, heap" if known.heap else ""
-    print(f"| layer | default | {name} | {name} / default{torch_cells} |")
-    print("|---|---|---|---|" + "---|" * (4 if known.heap else 0))
+    heap_cells = (
+        " | page faults per call | with the heap | torch | torch, heap | auto / torch | auto, heap / torch, heap"
+    )
+    print(f"| layer | default | {name} | {name} / default{heap_cells if known.heap else ''} |")
+    print("|---|---|---|---|" + "---|" * (6 if known.heap else 0))
     for layer in layers:
         times = {"default": [], "setting": []}
         for _ in range(pairs):
             times["default"].append(timed(layer, rounds, {}, known.heap))
             times["setting"].append(timed(layer, rounds, setting, known.heap))
             load.sample()
-        (default, *torch_default), (other, *torch_other) = (
-            [1e3 * statistics.median(column) for column in zip(*t, strict=True)] for t in times.values()
+        (default, faults, *torch_default), (other, other_faults, *torch_other) = (
+            [statistics.median(column) for column in zip(*t, strict=True)] for t in times.values()
         )
+        default, other = 1e3 * default, 1e3 * other
         cells = [f"{default:.3g}", f"{other:.3g}", f"{other / default:.2f}x"]
         if known.heap:
-            (td,), (to,) = torch_default, torch_other
-            cells += [f"{td:.3g}", f"{to:.3g}", f"{default / td:.2f}x", f"{other / to:.2f}x"]
+            td, to = (1e3 * t[0] for t in (torch_default, torch_other))
+            cells += [f"{faults:.0f}", f"{other_faults:.0f}", f"{td:.3g}", f"{to:.3g}"]
+            cells += [f"{default / td:.2f}x", f"{other / to:.2f}x"]
         print(f"| {layer.name} | " + " | ".join(cells) + " |", flush=True)
     print()
     print(load.finish().describe())

@@ -152,11 +152,12 @@ def test_movement_quick_splits_each_layer():
 def test_scheduler_quick_heap_times_auto_and_torch_in_child_processes():
     out = _run([sys.executable, "benchmarks/scheduler.py", "--quick", "--heap"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 2 and all(row.count("|") == 9 for row in rows), out
+    assert len(rows) == 2 and all(row.count("|") == 11 for row in rows), out
     for row in rows:
-        default, heap, ratio, torch, torch_heap, auto_torch, heap_torch = (
-            float(cell.strip().rstrip("x")) for cell in row.split("|")[2:9]
+        default, heap, ratio, faults, heap_faults, torch, torch_heap, auto_torch, heap_torch = (
+            float(cell.strip().rstrip("x")) for cell in row.split("|")[2:11]
         )
+        assert faults >= 0 and heap_faults >= 0, row
         # Times to 3 significant figures (each off by up to 0.5%), ratios to 2 decimals.
         for value, want in ((ratio, heap / default), (auto_torch, default / torch), (heap_torch, heap / torch_heap)):
             assert abs(want - value) <= 0.011 * value + 0.005, row
