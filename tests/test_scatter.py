@@ -194,7 +194,7 @@ def test_loops_over_taps_only(cfg):
     assert small[0][0] == 1 and small[0][2] == 0
     assert small[0][1] <= math.prod(cfg.kernel) + 1
     uneven = any(s > 1 and k % s for k, s in zip(cfg.kernel, cfg.stride))  # `transposes_by_axis`: k3 s2
-    overlap = any(k > s for k, s in zip(cfg.kernel, cfg.stride))  # ... small layers (all of these) with overlap
+    overlap = any(k > s for k, s in zip(cfg.kernel, cfg.stride))  # ... wherever taps overlap
     by_axis = uneven or overlap or math.prod(cfg.kernel) >= 3 * sum(cfg.kernel)  # ... 3-D k3, FCN-8s's k16
     taps = sum(cfg.kernel) if by_axis else math.prod(cfg.kernel)
     assert small[1][0] == 2 and small[1][2] == 0

@@ -229,6 +229,9 @@ def auto_method(
     return "scatter" if small_columns(y_shape, w_shape, spec.groups) else "subpixel"
 
 
+_KERNEL_GRADIENT_COLUMNS = 2**22  # elements: 16 MiB in float32 (`scatter_kernel_gradient`)
+
+
 def scatter_kernel_gradient(spec: Spec, y_shape, w_shape, dtype=None) -> bool:
     """Whether a 2-D k4 s2 layer (DCGAN's) takes its kernel gradient from the scatter form, not
     subpixel's: in float32 (`dtype` None or 4 bytes; half precision is unmeasured) on
@@ -240,9 +243,9 @@ def scatter_kernel_gradient(spec: Spec, y_shape, w_shape, dtype=None) -> bool:
     XLA:CPU lays out with the contracted rows major (a slower GEMM: `benchmarks/gemm_layouts.py`),
     on three of the four layers of 2**22 columns measured (DCGAN 16x16 among them; a tie or a
     loss on the fourth), and lost on those of 2**23 (DCGAN 32x32 among them): `benchmarks/ab.py
-    --k4s2`, BENCHMARKS.md, "k4 s2 kernel gradients". On channels-last
-    arrays the columns are channels-last too, and it was not faster. Other kernels and strides
-    are unmeasured and keep the rule by size.
+    --k4s2`, BENCHMARKS.md, "k4 s2 kernel gradients". On channels-last arrays the columns are
+    channels-last too, and it was not faster. Other kernels and strides are unmeasured and keep
+    the rule by size.
 
     Example:
         >>> spec = Spec((2, 2), ((1, 1), (1, 1)), (1, 1), 1)
@@ -253,9 +256,6 @@ def scatter_kernel_gradient(spec: Spec, y_shape, w_shape, dtype=None) -> bool:
     single = dtype is None or np.dtype(dtype).itemsize == 4
     columns = small_columns(y_shape, w_shape, spec.groups, _KERNEL_GRADIENT_COLUMNS)
     return k4s2 and single and not spec.channels_last and columns
-
-
-_KERNEL_GRADIENT_COLUMNS = 2**22  # elements: 16 MiB in float32 (`scatter_kernel_gradient`)
 
 
 def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vjp", "scatter", "subpixel"]:

@@ -165,12 +165,13 @@ def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...]) -> bool
 _SMALL_COLUMNS = 2**21  # elements: 8 MiB in float32
 
 
-def small_columns(y_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: int, limit: int | None = None) -> bool:
+def small_columns(y_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: int, limit: int = _SMALL_COLUMNS) -> bool:
     """Whether the columns (`_columns`: every input element times every kernel tap) have at most
-    `limit` elements (default `_SMALL_COLUMNS`). On such layers (a DCGAN generator's up to 16x16 -> 32x32) the scatter
-    form's gradients, which share the cotangent's columns, beat the other forms'; on the larger
-    layers of the suite (DCGAN 16x16: 2**22 elements, HiFi-GAN: 2**21.6) subpixel's kernel
-    gradient did (`benchmarks/derivatives.py`, BENCHMARKS.md).
+    `limit` elements. On such layers (a DCGAN generator's up to 16x16 -> 32x32) the scatter form's
+    gradients, which share the cotangent's columns, beat the other forms'; on the larger layers of
+    the suite (HiFi-GAN: 2**21.6 elements, DCGAN 32x32: 2**23) subpixel's kernel gradient did
+    (`benchmarks/derivatives.py`, BENCHMARKS.md; DCGAN 16x16, 2**22, is `auto`'s exception:
+    `_dispatch.scatter_kernel_gradient`).
 
     Example:
         >>> small_columns((8, 128, 16, 16), (128, 64, 4, 4), 1)  # 8 * 16 * 16 * 16 taps * 64 = 2**21
@@ -178,7 +179,7 @@ def small_columns(y_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: in
     """
     n, _, *spatial = y_shape
     _, c_out_g, *kernel = w_shape
-    return n * math.prod(spatial) * math.prod(kernel) * c_out_g * groups <= (_SMALL_COLUMNS if limit is None else limit)
+    return n * math.prod(spatial) * math.prod(kernel) * c_out_g * groups <= limit
 
 
 def _dot_general(a, b, acc, *, dimension_numbers, precision):
