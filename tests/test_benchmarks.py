@@ -176,6 +176,17 @@ def test_scheduler_quick_times_both_schedulers_in_child_processes():
     assert "load average" in out
 
 
+def test_temp_faults_quick_counts_a_fault_per_page_past_32_mib():
+    out = _run([sys.executable, "benchmarks/temp_faults.py", "--quick"]).stdout
+    rows = [[float(c) for c in line.split("|")[1:4]] for line in out.splitlines() if line[:3].strip("| ").isdigit()]
+    assert [round(temp) for temp, _, _ in rows] == [16, 40], out  # XLA's temp buffers as asked
+    temp, faults, pages = rows[1]
+    assert pages == temp * 256, out
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # glibc's default: past 32 MiB a fresh mapping on every call
+        assert faults >= 0.9 * pages, out
+    assert "load average" in out
+
+
 def test_models_quick_checks_and_times_both_decoders():
     out = _run([sys.executable, "benchmarks/models.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
