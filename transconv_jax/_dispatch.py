@@ -408,7 +408,7 @@ def _with_gradients(forwards: tuple, gradients: tuple[str, str], spec: Spec, dif
 def _with_gradients_jvp(forwards, gradients, spec, differentiated, primals, tangents):
     y, w = primals
     ty, tw = tangents
-    out = _value(forwards, gradients, spec, y, w)
+    out = _with_gradients(forwards, gradients, spec, True, y, w)
     d_in, d_kernel = (_gradient_form(name, spec, y, w) for name in gradients)
     zero = jax.custom_derivatives.SymbolicZero
     if (
@@ -437,10 +437,9 @@ def batch_chunks(name: str, spec: Spec, y_shape, w_shape, dtype=None) -> int:
     call, and glibc maps those past its largest mmap threshold (32 MiB) afresh, one page fault
     per 4 KiB touched (BENCHMARKS.md, "The backward in slices of the batch"). Not sliced:
     the vjp form's convolutions (many times slower inside a loop), grouped layers and subpixel's
-    scan (slower: a loop in a loop), and half precision, whose kernel gradient the loop would sum
-    over the slices in half precision. Where the scatter form's forward adds its taps axis by axis
-    under a gradient (`adds_by_axis`: 3-D k3), that value runs in the same slices (`_value`): its
-    passes held as many temp bytes as the gradients'.
+    scan (slower: a loop in a loop), the scatter form's kernels of many taps (`adds_by_axis`: 3-D k3, whose
+    forward's by-axis adds hold as much: no faster), and half precision, whose kernel gradient
+    the loop would sum over the slices in half precision.
 
     Example:
         >>> spec = Spec((2, 2), ((1, 0), (1, 0)), (1, 1), 1)  # a U-Net's k3 s2 p1 op1
@@ -449,25 +448,12 @@ def batch_chunks(name: str, spec: Spec, y_shape, w_shape, dtype=None) -> int:
     """
     itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
     im2col = windows_fit(y_shape, w_shape, spec, itemsize)
-    gemm = name == "scatter" or (name == "subpixel" and im2col)
+    gemm = (name == "scatter" and not adds_by_axis(w_shape[2:])) or (name == "subpixel" and im2col)
     if not gemm or itemsize < 4 or spec.groups > 1:
         return 1
     n = y_shape[0]
     fits = (c for c in range(1, n) if n % c == 0 and small_columns((n // c, *y_shape[1:]), w_shape, 1, _CHUNK_COLUMNS))
     return next(fits, n)
-
-
-def _value(forwards: tuple, gradients: tuple[str, str], spec: Spec, y: jax.Array, w: jax.Array) -> jax.Array:
-    """The value of `_with_gradients` under a gradient: in the gradients' slices of the batch on
-    XLA:CPU (`_in_batch_chunks`) where its CPU form is the scatter form adding many taps axis by
-    axis (`_scatter.adds_by_axis`: 3-D k3), whose by-axis passes and columns alone exceeded 32
-    MiB of temp buffers; whole otherwise."""
-    value = functools.partial(_with_gradients, forwards, gradients, spec, True)
-    chunks = batch_chunks("scatter", spec, y.shape, w.shape, y.dtype)
-    many_taps = dict(forwards)["cpu"] == "scatter" and adds_by_axis(w.shape[2:])
-    if not many_taps or chunks == 1 or not unpartitioned(y):
-        return value(y, w)
-    return _in_batch_chunks(value, chunks, y, w)
 
 
 def _gradient_form(name: str, spec: Spec, y: jax.Array, w: jax.Array):
