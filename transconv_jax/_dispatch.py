@@ -30,7 +30,7 @@ from ._spec import (
     result_dtype,
     to_canonical,
 )
-from ._subpixel import conv_transpose_subpixel_form, phases_fuse, windows_fit
+from ._subpixel import conv_transpose_subpixel_form, phases_fuse, stride_1_windows_fit
 from ._vjp import conv_transpose_vjp_form, xla_cpu_hazard
 
 FORMS = {
@@ -139,7 +139,7 @@ def auto_method(
     3. stride 1 on every axis: both gradients 'vjp', the convolutions `jax.lax` runs, faster
        than subpixel's im2col GEMMs on most stride-1 layers beyond the suite's
        (`benchmarks/ab.py --stride-1`, BENCHMARKS.md); but where subpixel's shifted windows
-       exceed im2col's budget (its per-tap scan, `_subpixel.windows_fit`) and there are
+       exceed im2col's budget (its per-tap scan, `_subpixel.stride_1_windows_fit`) and there are
        at least 64 input channels (the suite's stride-1 layer; not with dilation), the input
        gradient 'subpixel' and the kernel gradient 'scatter': one GEMM of the cotangent's columns,
        built axis by axis, against the input, both with their rows minor, where the scan's
@@ -216,7 +216,7 @@ def auto_method(
         dilated = max(spec.dilation) > 1
         if derivatives:
             itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
-            scan = not windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
+            scan = not stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
             if scan and not dilated and y_shape[1] >= 64:  # the kernel gradient from the cotangent's columns
                 return "scatter" if derivatives == "kernel" and not spec.channels_last else "subpixel"
             wide = y_shape[1] >= 32 and itemsize >= 4 and not spec.channels_last
@@ -429,15 +429,15 @@ def batch_chunks(name: str, spec: Spec, y_shape, w_shape, dtype=None) -> int:
     """Into how many slices of the batch `auto` runs gradient form `name` on XLA:CPU, one slice
     after another (`_in_batch_chunks`); 1: the whole batch at once.
 
-    The GEMM forms' gradients (scatter's; subpixel's where its windows fit im2col, not its per-tap
-    scan: `_subpixel.windows_fit`) on layers whose columns (`_scatter.small_columns`: every input element times every tap) exceed
+    The GEMM forms' gradients (scatter's; subpixel's at stride > 1, not its stride-1 per-tap scan)
+    on layers whose columns (`_scatter.small_columns`: every input element times every tap) exceed
     `_CHUNK_COLUMNS` elements: the fewest slices that divide the batch and bring each slice's
     columns to at most that (else one example per slice). Each slice then reuses the last one's
     buffers, so XLA's temp buffers shrink by about half or more: XLA:CPU allocates them on every
     call, and glibc maps those past its largest mmap threshold (32 MiB) afresh, one page fault
     per 4 KiB touched (BENCHMARKS.md, "The backward in slices of the batch"). Not sliced:
     the vjp form's convolutions (many times slower inside a loop), grouped layers and subpixel's
-    scan (slower: a loop in a loop), the scatter form's kernels of many taps (`adds_by_axis`: 3-D k3, whose
+    scan (slower), the scatter form's kernels of many taps (`adds_by_axis`: 3-D k3, whose
     forward's by-axis adds hold as much: no faster), and half precision, whose kernel gradient
     the loop would sum over the slices in half precision.
 
@@ -446,10 +446,10 @@ def batch_chunks(name: str, spec: Spec, y_shape, w_shape, dtype=None) -> int:
         >>> batch_chunks("scatter", spec, (8, 128, 32, 32), (128, 64, 3, 3))  # 2**22.2 columns
         2
     """
-    itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
-    im2col = windows_fit(y_shape, w_shape, spec, itemsize)
-    gemm = (name == "scatter" and not adds_by_axis(w_shape[2:])) or (name == "subpixel" and im2col)
-    if not gemm or itemsize < 4 or spec.groups > 1:
+    kernel = w_shape[2:]
+    gemm = (name == "scatter" and not adds_by_axis(kernel)) or (name == "subpixel" and max(spec.stride) > 1)
+    wide = dtype is None or np.dtype(dtype).itemsize >= 4
+    if not gemm or not wide or spec.groups > 1:
         return 1
     n = y_shape[0]
     fits = (c for c in range(1, n) if n % c == 0 and small_columns((n // c, *y_shape[1:]), w_shape, 1, _CHUNK_COLUMNS))

@@ -350,21 +350,19 @@ def _im2col_fits(x: jax.Array, w: jax.Array) -> bool:
     return math.prod(w.shape[:-2]) * x.size * x.dtype.itemsize <= _SCAN_BYTES
 
 
-def windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
-    """`_im2col_fits` from a layer's canonical shapes (its phases, `plan`; per axis the most taps
-    and padding of any phase): whether the gradients' shifted windows of the padded input take
-    at most `_SCAN_BYTES`, i.e. whether they are one im2col GEMM rather than a scan over taps.
+def stride_1_windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
+    """`_im2col_fits` for a stride-1 layer from its canonical shapes (its one phase per axis, `plan`):
+    whether the gradients' shifted windows of the padded input take at most `_SCAN_BYTES`.
 
     Example:
         >>> spec = Spec((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
-        >>> windows_fit((8, 128, 32, 32), (128, 64, 3, 3), spec, 4)  # 9 x 8 x 34 x 34 x 128 x 4 bytes
+        >>> stride_1_windows_fit((8, 128, 32, 32), (128, 64, 3, 3), spec, 4)  # 9 x 8 x 34 x 34 x 128 x 4 bytes
         False
     """
     n, c_in, *spatial = y_shape
-    axes = plan(spatial, w_shape[2:], spec)
-    taps = math.prod(max(len(p.taps) for p in a.phases) for a in axes)
-    padded = math.prod(m + max(sum(p.pad) for p in a.phases) for m, a in zip(spatial, axes, strict=True))
-    return taps * n * padded * c_in * itemsize <= _SCAN_BYTES
+    phases = [a.phases[0] for a in plan(spatial, w_shape[2:], spec)]
+    padded = math.prod(m + sum(p.pad) for m, p in zip(spatial, phases, strict=True))
+    return math.prod(len(p.taps) for p in phases) * n * padded * c_in * itemsize <= _SCAN_BYTES
 
 
 def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
