@@ -11,8 +11,8 @@ from jax.typing import ArrayLike
 
 from ._conv import add_bias, as_array, bilinear_tangent
 from ._matmul import conv_transpose_matmul_form
-from ._scatter import adds_by_axis, conv_transpose_scatter_form, one_element, small_columns
-from ._shuffle import explicit_spec, unpartitioned
+from ._scatter import conv_transpose_scatter_form, one_element, small_columns
+from ._shuffle import explicit_spec
 from ._spec import (
     DType,
     IntOrSequence,
@@ -145,11 +145,8 @@ def auto_method(
        built axis by axis, against the input, both with their rows minor, where the scan's
        products contract their leading axis, a slower GEMM for XLA:CPU
        (`benchmarks/gemm_layouts.py`; channels-last arrays: their columns are channels-last too,
-       and subpixel's scan stays; BENCHMARKS.md, "Stride-1 kernel gradients"). With dilation and
-       at least 32 input channels (channels-first, float32) the kernel gradient is 'scatter''s
-       too: run in slices of the batch (`batch_chunks`) it beat XLA:CPU's dilated convolution
-       (with 16 channels it lost; BENCHMARKS.md, "The backward in slices of the batch").
-       The forward's columns are as large, so the memory grows by at most that much. The forward:
+       and subpixel's scan stays; BENCHMARKS.md, "Stride-1 kernel gradients"). The forward's
+       columns are as large, so the memory grows by at most that much. The forward:
        'scatter' (a GEMM and shifted adds) from 64 input channels on, 'vjp' below, where the
        GEMM's inner dimension is short and its col2im as large as ever; with dilation on
        channels-last arrays (`Spec.channels_last`, the Flax layers) 'vjp' too, a dilated
@@ -219,9 +216,6 @@ def auto_method(
             scan = not stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
             if scan and not dilated and y_shape[1] >= 64:  # the kernel gradient from the cotangent's columns
                 return "scatter" if derivatives == "kernel" and not spec.channels_last else "subpixel"
-            wide = y_shape[1] >= 32 and itemsize >= 4 and not spec.channels_last
-            if dilated and derivatives == "kernel" and wide:  # in slices of the batch: `batch_chunks`
-                return "scatter"
             return "vjp"
         return "vjp" if y_shape[1] < 64 or (dilated and spec.channels_last) else "scatter"
     if not overlaps(kernel, spec):
@@ -280,12 +274,11 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
 
     1. grouped: 'subpixel', as on CPU;
     2. stride 1, and layers small enough for the CPU policy's size rule (`small_columns`; not
-       reached at a GPU's batch): the CPU policy's. On the dilated layer that is now scatter's
-       kernel gradient (the whole batch at once: `batch_chunks` slices it on CPU only) and the
-       vjp form's input gradient; in the H200 run the vjp form's gradients ran several times
-       slower than scatter's there in float32 (the mix is unmeasured on a GPU). Taking scatter's
-       input gradient too would make the gradients differ by platform, which costs XLA:CPU
-       compile time (tracing both: BENCHMARKS.md). Likewise the float32 kernel gradient
+       reached at a GPU's batch): the CPU policy's. On the dilated layer that is 'vjp', whose
+       gradients ran several times slower than scatter's in float32: taking scatter's there
+       would make the gradients differ by platform, which costs XLA:CPU compile time (tracing
+       both: the dilated layer's fwd+bwd compile passed 1.5x jax.lax's; BENCHMARKS.md), so
+       the GPU keeps the CPU's until a cheaper way is found. Likewise the float32 kernel gradient
        of 2-D k4 s2 layers up to 2**22 columns (`scatter_kernel_gradient`: scatter's; with the
        platforms' gradients differing, DCGAN 16x16's fwd+bwd compiled much longer: BENCHMARKS.md,
        "k4 s2 kernel gradients");
@@ -409,7 +402,7 @@ def _with_gradients_jvp(forwards, gradients, spec, differentiated, primals, tang
     y, w = primals
     ty, tw = tangents
     out = _with_gradients(forwards, gradients, spec, True, y, w)
-    d_in, d_kernel = (_gradient_form(name, spec, y, w) for name in gradients)
+    d_in, d_kernel = (_named_form(name, spec) for name in gradients)
     zero = jax.custom_derivatives.SymbolicZero
     if (
         gradients[0] == gradients[1] and not isinstance(ty, zero) and not isinstance(tw, zero)
@@ -420,67 +413,6 @@ def _with_gradients_jvp(forwards, gradients, spec, differentiated, primals, tang
         (lambda ty: jax.jvp(lambda y: d_in(y, w), (y,), (ty,))[1], ty),
         (lambda tw: jax.jvp(lambda w: d_kernel(y, w), (w,), (tw,))[1], tw),
     )
-
-
-_CHUNK_COLUMNS = 2**22  # elements: 16 MiB in float32 (`batch_chunks`)
-
-
-def batch_chunks(name: str, spec: Spec, y_shape, w_shape, dtype=None) -> int:
-    """Into how many slices of the batch `auto` runs gradient form `name` on XLA:CPU, one slice
-    after another (`_in_batch_chunks`); 1: the whole batch at once.
-
-    The GEMM forms' gradients (scatter's; subpixel's at stride > 1, not its stride-1 per-tap scan)
-    on layers whose columns (`_scatter.small_columns`: every input element times every tap) exceed
-    `_CHUNK_COLUMNS` elements: the fewest slices that divide the batch and bring each slice's
-    columns to at most that (else one example per slice). Each slice then reuses the last one's
-    buffers, so XLA's temp buffers shrink by about half or more: XLA:CPU allocates them on every
-    call, and glibc maps those past its largest mmap threshold (32 MiB) afresh, one page fault
-    per 4 KiB touched (BENCHMARKS.md, "The backward in slices of the batch"). Not sliced:
-    the vjp form's convolutions (many times slower inside a loop), grouped layers and subpixel's
-    scan (slower), the scatter form's kernels of many taps (`adds_by_axis`: 3-D k3, whose
-    forward's by-axis adds hold as much: no faster), and half precision, whose kernel gradient
-    the loop would sum over the slices in half precision.
-
-    Example:
-        >>> spec = Spec((2, 2), ((1, 0), (1, 0)), (1, 1), 1)  # a U-Net's k3 s2 p1 op1
-        >>> batch_chunks("scatter", spec, (8, 128, 32, 32), (128, 64, 3, 3))  # 2**22.2 columns
-        2
-    """
-    kernel = w_shape[2:]
-    gemm = (name == "scatter" and not adds_by_axis(kernel)) or (name == "subpixel" and max(spec.stride) > 1)
-    wide = dtype is None or np.dtype(dtype).itemsize >= 4
-    if not gemm or not wide or spec.groups > 1:
-        return 1
-    n = y_shape[0]
-    fits = (c for c in range(1, n) if n % c == 0 and small_columns((n // c, *y_shape[1:]), w_shape, 1, _CHUNK_COLUMNS))
-    return next(fits, n)
-
-
-def _gradient_form(name: str, spec: Spec, y: jax.Array, w: jax.Array):
-    """Gradient form `name` as `f(y, w)`, run in `batch_chunks` slices of the batch on XLA:CPU
-    where nothing can be sharded (`unpartitioned`: a sharded batch stays whole)."""
-    form = _named_form(name, spec)
-    chunks = batch_chunks(name, spec, y.shape, w.shape, y.dtype)
-    if chunks == 1 or not unpartitioned(y):
-        return form
-    return functools.partial(_in_batch_chunks, form, chunks)
-
-
-def _in_batch_chunks(form, chunks: int, y: jax.Array, w: jax.Array) -> jax.Array:
-    """`form(y, w)`: on CPU in `chunks` slices of the batch, one after another (a `lax.map`, whose
-    transpose runs each slice's backward in turn and adds up the kernel gradient); on the other
-    platforms the whole batch at once (chosen at lowering).
-
-    The slice's form is rematerialized (`jax.checkpoint`, nothing saved): the backward reads only
-    `y` and `w` anyway (the form is bilinear), and otherwise JAX split the map into two loops, one
-    saving every slice's transposed input for the other."""
-
-    def sliced(y, w):
-        body = jax.checkpoint(lambda part: form(part, w), policy=jax.checkpoint_policies.nothing_saveable)
-        out = lax.map(body, y.reshape(chunks, y.shape[0] // chunks, *y.shape[1:]))
-        return out.reshape(y.shape[0], *out.shape[2:])
-
-    return lax.platform_dependent(y, w, cpu=sliced, default=form)
 
 
 def _named_form(name: str, spec: Spec, differentiated: bool = False):
