@@ -1,7 +1,7 @@
 """`auto` of this checkout against `auto` of an earlier commit, in one interleaved run.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--compile | --memory] [--rounds 21]
-     [--quick | --generator | --stride-1 | --k4s2]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--compile | --memory] [--loss]
+     [--rounds 21] [--quick | --generator | --stride-1 | --k4s2]
 
 The package as it was at git revision `REV` is extracted (`git archive`) into a temporary
 directory and imported under another name, next to this checkout's. For every suite layer (or
@@ -18,6 +18,11 @@ shuffled order; medians and new / old.
 
 `--memory`: instead, XLA's temp buffers of each compiled fwd+bwd (`memory_analysis()`, from
 shapes: nothing is timed), new and old.
+
+`--loss`: fwd+bwd as a training step has it (`suite.in_a_loss`: the gradients of
+`0.5 * sum((out - target) ** 2)`, the third array the target), whose cotangent depends on the
+forward; by default the cotangent is an argument (`suite.fwd_bwd`), and XLA:CPU may then run the
+backward beside the forward.
 """
 
 from __future__ import annotations
@@ -73,13 +78,13 @@ def layer_arguments(layer: suite.Layer, last: bool) -> tuple[tuple, dict]:
     return channels_last(layer, *args), {"dimension_numbers": lax_layout(layer.ndim, channels_last=True)}
 
 
-def compare(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: suite.Load) -> str:
+def compare(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: suite.Load, step=suite.fwd_bwd) -> str:
     """One markdown row: same programs?, medians (ms) and ratios new / old of forward and fwd+bwd."""
     args, options = layer_arguments(layer, last)
     fns, texts = {}, {}
     for tag, package in packages.items():
         f = lambda y, w, p=package: p.conv_transpose(y, w, **layer.kwargs, **options)  # noqa: E731
-        for phase, fn in (("fwd", lambda y, w, g, f=f: f(y, w)), ("fwd+bwd", suite.fwd_bwd(f))):
+        for phase, fn in (("fwd", lambda y, w, g, f=f: f(y, w)), ("fwd+bwd", step(f))):
             fns[tag, phase] = jax.jit(fn).lower(*args).compile()
             texts[tag, phase] = program_text(fns[tag, phase])
     for phase in ("fwd", "fwd+bwd"):
@@ -113,13 +118,13 @@ def compare_compile(layer: suite.Layer, packages: dict, last: bool, rounds: int,
     return f"| {layer.name} | {old:.3g} | {new:.3g} | {new / old:.2f}x |"
 
 
-def compare_memory(layer: suite.Layer, packages: dict, last: bool) -> str:
+def compare_memory(layer: suite.Layer, packages: dict, last: bool, step=suite.fwd_bwd) -> str:
     """One markdown row: XLA's temp buffers (MiB) of the compiled fwd+bwd, old and new, and new / old."""
     args, options = layer_arguments(layer, last)
     temp = {}
     for tag, package in packages.items():
         f = lambda y, w, p=package: p.conv_transpose(y, w, **layer.kwargs, **options)  # noqa: E731
-        compiled = jax.jit(suite.fwd_bwd(f)).lower(*args).compile()
+        compiled = jax.jit(step(f)).lower(*args).compile()
         temp[tag] = compiled.memory_analysis().temp_size_in_bytes / 2**20
     ratio = f"{temp['new'] / temp['old']:.2f}x" if temp["old"] else "n/a"
     return f"| {layer.name} | {temp['old']:.3g} | {temp['new']:.3g} | {ratio} |"
@@ -131,12 +136,16 @@ def main(argv=None) -> None:
     parser.add_argument("--channels-last", action="store_true", help="the Flax layers' layout")
     parser.add_argument("--compile", action="store_true", help="time the cold compile of fwd+bwd instead")
     parser.add_argument("--memory", action="store_true", help="XLA's temp buffers of fwd+bwd instead")
+    parser.add_argument("--loss", action="store_true", help="fwd+bwd in a loss: the cotangent depends on the forward")
     args, rest = parser.parse_known_args(argv)
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 21, rest)
     with tempfile.TemporaryDirectory() as tmp:
         packages = {"new": transconv_jax, "old": import_revision(args.rev, tmp)}
         load = suite.Load()
         layout = "channels-last" if args.channels_last else "channels-first"
+        step = suite.in_a_loss if args.loss else suite.fwd_bwd
+        if args.loss:
+            layout += ", fwd+bwd in a loss (the cotangent out - target)"
         print(f"auto of this checkout (new) against {args.rev} (old), {layout}; jax {jax.__version__}, "
               f"{os.cpu_count()} cores, {rounds} interleaved rounds; median {'s' if args.compile else 'ms'}")  # fmt: skip
         print()
@@ -144,7 +153,7 @@ def main(argv=None) -> None:
             print("| layer | fwd+bwd XLA temp old, MiB | new, MiB | new / old |")
             print("|---|---|---|---|")
             for layer in layers:
-                print(compare_memory(layer, packages, args.channels_last), flush=True)
+                print(compare_memory(layer, packages, args.channels_last, step), flush=True)
             return
         if args.compile:
             print("| layer | fwd+bwd compile old, s | new, s | new / old |")
@@ -158,7 +167,7 @@ def main(argv=None) -> None:
               "| new / old |")  # fmt: skip
         print("|---|---|---|---|---|---|---|---|---|")
         for layer in layers:
-            print(compare(layer, packages, args.channels_last, rounds, load), flush=True)
+            print(compare(layer, packages, args.channels_last, rounds, load, step), flush=True)
         print()
         print(load.finish().describe())
 

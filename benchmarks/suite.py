@@ -248,6 +248,20 @@ def fwd_bwd(f: Callable) -> Callable:
     return fn
 
 
+def in_a_loss(f: Callable) -> Callable:
+    """`(y, w, target) -> (loss, grad_y, grad_w)` of `0.5 * sum((f(y, w) - target) ** 2)`: the
+    cotangent, `f(y, w) - target`, depends on the forward, so the backward waits for it, as in a
+    training step. (`fwd_bwd`'s cotangent is an argument: XLA may run the backward beside the
+    forward, with both their buffers live.)"""
+
+    def fn(y, w, target):
+        loss = lambda y, w: 0.5 * jnp.sum((f(y, w) - target) ** 2)  # noqa: E731
+        value, (gy, gw) = jax.value_and_grad(loss, argnums=(0, 1))(y, w)
+        return value, gy, gw
+
+    return fn
+
+
 def in_turn(items, r: int) -> list:
     """`items` in the order of round `r`: shuffled, seeded by `r`. A program timed right after a larger
     one can run slower (its data out of the caches), so no contender always follows the same one."""

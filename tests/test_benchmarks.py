@@ -109,11 +109,27 @@ def test_channels_last_quick_checks_and_times_each_layer():
     assert "load average" in out
 
 
-def test_ab_quick_compares_with_a_revision():
-    out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", "--channels-last"]).stdout
+@pytest.mark.parametrize(("option", "layout"), [("--channels-last", "channels-last"), ("--loss", "in a loss")])
+def test_ab_quick_compares_with_a_revision(option, layout):
+    out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", option]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 2 and all(row.count("|") == 10 for row in rows), out
-    assert "against HEAD (old), channels-last" in out and "load average" in out
+    assert "against HEAD (old), " in out and layout in out and "load average" in out
+
+
+def test_in_a_loss_differentiates_half_the_squared_distance_to_the_target():
+    """`suite.in_a_loss`: the gradients of `0.5 * sum((f - target) ** 2)`, i.e. the vjp of `f` with
+    the cotangent `f - target`, which depends on the forward."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import jax.numpy as jnp
+    import suite
+
+    f = lambda y, w: y * w  # noqa: E731
+    y, w, target = jnp.array([1.0, 2.0]), jnp.array([3.0, -1.0]), jnp.array([0.5, 0.0])
+    loss, gy, gw = suite.in_a_loss(f)(y, w, target)
+    cotangent = f(y, w) - target
+    assert float(loss) == 0.5 * float(jnp.sum(cotangent**2))
+    assert jnp.array_equal(gy, cotangent * w) and jnp.array_equal(gw, cotangent * y)
 
 
 @pytest.mark.parametrize(
