@@ -203,6 +203,16 @@ def test_temp_faults_quick_counts_a_fault_per_page_past_32_mib():
     assert "load average" in out
 
 
+def test_loss_step_quick_checks_and_times_auto_and_torch():
+    out = _run([sys.executable, "benchmarks/loss_step.py", "--quick"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and all(row.count("|") == 6 for row in rows), out
+    for row in rows:
+        check, auto, torch, ratio = (float(cell.strip().rstrip("x")) for cell in row.split("|")[2:6])
+        assert check <= 1e-4 and abs(auto / torch - ratio) <= 0.011 * ratio + 0.005, row
+    assert "geomean" in out and "load average" in out
+
+
 def test_models_quick_checks_and_times_both_decoders():
     out = _run([sys.executable, "benchmarks/models.py", "--quick"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
