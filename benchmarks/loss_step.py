@@ -8,15 +8,13 @@ from the forward, so its backward waits. Here both contenders compute the gradie
 `0.5 * sum((out - target) ** 2)` (the suite's third array the target): `suite.in_a_loss` of
 `conv_transpose(method="auto")`, compiled; PyTorch's `F.conv_transpose{1,2,3}d`, then the same
 loss and `backward()`. Their loss and both gradients are compared first (relative to the largest
-magnitude, tolerance 1e-4); then interleaved rounds, medians, the ratio auto / torch per layer and
+magnitude, within `suite.tolerance`: 1e-4 on CPU); then interleaved rounds, medians, the ratio auto / torch per layer and
 its geomean, and the load average.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
 import sys
 
 import jax
@@ -32,9 +30,8 @@ import transconv_jax as tc  # noqa: E402
 def torch_step(layer: suite.Layer):
     """PyTorch's loss and gradients, as `(fn, args)`; `fn(*args)` returns them as numpy-convertible tensors."""
     import torch
-    import torch.nn.functional as F
 
-    op = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[layer.ndim]
+    op = suite.torch_op(layer.ndim)
     y, w, target = (torch.tensor(a) for a in layer.arrays())
     y.requires_grad_(), w.requires_grad_()
 
@@ -54,11 +51,8 @@ def row(layer: suite.Layer, rounds: int, load: suite.Load) -> tuple[str, float]:
     auto = jax.jit(suite.in_a_loss(f)).lower(*args).compile()
     torch_fn, torch_args = torch_step(layer)
     got, want = auto(*args), torch_fn(*torch_args)
-    err = max(
-        float(np.abs(np.asarray(a) - b.numpy()).max()) / max(1.0, float(np.abs(b.numpy()).max()))
-        for a, b in zip(got, want, strict=True)
-    )
-    if err > 1e-4:
+    err = max(suite.relative_error(np.asarray(a), b.numpy()) for a, b in zip(got, want, strict=True))
+    if err > suite.tolerance(jnp.float32):
         raise AssertionError(f"{layer.name}: auto and torch differ by {err:.1e}")
     fns = {"auto": lambda *a: jax.block_until_ready(auto(*a)), "torch": lambda *a: torch_fn(*torch_args)}
     t = suite.interleaved_medians(fns, args, rounds, load)
@@ -81,7 +75,7 @@ def main(argv=None) -> None:
         line, ratio = row(layer, rounds, load)
         ratios.append(ratio)
         print(line, flush=True)
-    print(f"\nauto / torch: geomean {math.exp(statistics.mean(map(math.log, ratios))):.2f}x, worst {max(ratios):.2f}x")
+    print(f"\nauto / torch: geomean {suite.geomean(ratios):.2f}x, worst {max(ratios):.2f}x")
     print()
     print(load.finish().describe())
 

@@ -355,12 +355,18 @@ def torch_device() -> str:
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
+def torch_op(ndim: int) -> Callable:
+    """PyTorch's `F.conv_transpose{1,2,3}d` for `ndim` spatial axes."""
+    import torch.nn.functional as F
+
+    return {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[ndim]
+
+
 def torch_contender(layer: Layer, y, w, g, dtype) -> Contender:
     """`F.conv_transpose{1,2,3}d` (oneDNN on CPU, cuDNN on CUDA) on the same numbers."""
     import torch
-    import torch.nn.functional as F
 
-    op = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[layer.ndim]
+    op = torch_op(layer.ndim)
     dev, tdtype = torch_device(), {"float32": torch.float32, "bfloat16": torch.bfloat16}[np.dtype(dtype).name]
     ty, tw, tg = (torch.tensor(a).to(dev, tdtype) for a in (y, w, g))
     ty.requires_grad_(), tw.requires_grad_()
@@ -399,9 +405,8 @@ def build(layer: Layer, name: str, dtype=jnp.float32) -> Contender:
 def reference(layer: Layer, dtype) -> tuple[np.ndarray, ...]:
     """PyTorch's value and gradients in float64, from the inputs rounded to `dtype`."""
     import torch
-    import torch.nn.functional as F
 
-    op = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[layer.ndim]
+    op = torch_op(layer.ndim)
     rounded = (np.asarray(jnp.asarray(a, dtype).astype(jnp.float32)) for a in layer.arrays())
     ty, tw, tg = (torch.tensor(a, dtype=torch.float64, device=torch_device()) for a in rounded)
     ty.requires_grad_(), tw.requires_grad_()
@@ -427,8 +432,13 @@ def check(c: Contender, ref: tuple[np.ndarray, ...]) -> float:
         a = _numpy(a)
         if c.channels_last:  # back to PyTorch's layout
             a = np.moveaxis(a, -1, 1) if i < 2 else a.transpose(a.ndim - 1, a.ndim - 2, *range(a.ndim - 2))
-        worst = max(worst, float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max())))
+        worst = max(worst, relative_error(a, b))
     return worst
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest difference of `a` from `b`, relative to `b`'s largest magnitude (or 1, if smaller)."""
+    return float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max()))
 
 
 def _numpy(a) -> np.ndarray:
