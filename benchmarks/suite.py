@@ -310,6 +310,15 @@ def compiled_kernels(hlo: str) -> int:
     return sum(op not in _NO_CODE for op in re.findall(r"= \S+ ([\w-]+)\(", entry_computation(hlo)))
 
 
+def ynn_convolutions(hlo: str) -> int:
+    """The convolutions of a compiled XLA:CPU program that YNNPACK runs: the entry computation's
+    `__ynn_fusion` ops whose fused computation holds a convolution (XLA:CPU hands dots to YNNPACK
+    the same way; those are not counted)."""
+    bodies = dict(re.findall(r"\n(%[\w.-]+) [^\n]*\{\n(.*?)\n\}", hlo, re.S))
+    fusions = re.findall(r"calls=(%[\w.-]+), [^\n]*__ynn_fusion", entry_computation(hlo))
+    return sum(" convolution(" in bodies.get(name, "") for name in fusions)
+
+
 def entry_computation(hlo: str) -> str:
     """The entry computation of a compiled program's HLO text (`compiled.as_text()`)."""
     return hlo[hlo.index("\nENTRY") :]

@@ -192,6 +192,42 @@ def test_scheduler_quick_times_both_schedulers_in_child_processes():
     assert "load average" in out
 
 
+def test_scheduler_quick_eigen_times_auto_and_torch_and_counts_ynnpack_convolutions():
+    out = _run([sys.executable, "benchmarks/scheduler.py", "--quick", "--eigen"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and all(row.count("|") == 11 for row in rows), out
+    for row in rows:
+        default, eigen, ratio, ynn, eigen_ynn, torch, torch_eigen, auto_torch, eigen_torch = (
+            float(cell.strip().rstrip("x")) for cell in row.split("|")[2:11]
+        )
+        assert eigen_ynn == 0 and ynn >= 0, row  # the flag takes every convolution from YNNPACK
+        for value, want in ((ratio, eigen / default), (auto_torch, default / torch), (eigen_torch, eigen / torch_eigen)):
+            assert abs(want - value) <= 0.011 * value + 0.005, row
+    assert "| Eigen / default |" in out
+
+
+def test_ynn_convolutions_counts_the_convolutions_ynnpack_runs():
+    """jax 0.10's XLA:CPU hands a 2-D float32 convolution with more than 16 channels to YNNPACK, but
+    not one of 16 channels, nor a dot (a `__ynn_fusion` too) to this count."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import jax
+    import jax.numpy as jnp
+    import suite
+
+    def hlo(f, *shapes):
+        return jax.jit(f).lower(*(jnp.ones(s) for s in shapes)).compile().as_text()
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    assert suite.ynn_convolutions(hlo(conv, (2, 8, 8, 32), (3, 3, 32, 32))) == 1
+    assert suite.ynn_convolutions(hlo(conv, (2, 8, 8, 16), (3, 3, 16, 16))) == 0
+    two = hlo(lambda x, w: conv(conv(x, w), w), (2, 8, 8, 32), (3, 3, 32, 32))
+    assert suite.ynn_convolutions(two) == 2
+    dot = hlo(jnp.matmul, (64, 64), (64, 64))
+    assert "__ynn_fusion" in dot and suite.ynn_convolutions(dot) == 0
+
+
 def test_temp_faults_quick_counts_a_fault_per_page_past_32_mib():
     out = _run([sys.executable, "benchmarks/temp_faults.py", "--quick"]).stdout
     rows = [[float(c) for c in line.split("|")[1:4]] for line in out.splitlines() if line[:3].strip("| ").isdigit()]
