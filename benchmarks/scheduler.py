@@ -85,7 +85,9 @@ def main(argv=None) -> None:
     known, argv = parser.parse_known_args(argv)
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 15, argv)
     pairs = 1 if rounds == 2 else known.pairs  # --quick: one child of each kind
-    setting, name = (HEAP, "heap") if known.heap else (EIGEN, "Eigen") if known.eigen else (SEQUENTIAL, "one after another")
+    setting, name = (
+        (HEAP, "heap") if known.heap else (EIGEN, "Eigen") if known.eigen else (SEQUENTIAL, "one after another")
+    )
     with_torch = known.heap or known.eigen
     load = suite.Load()
     print(f"{os.cpu_count()} cores; per layer {pairs} child processes of each kind, alternating, each the median of "
@@ -113,6 +115,7 @@ def main(argv=None) -> None:
         print(f"| {layer.name} | " + " | ".join(cells) + " |", flush=True)
     print()
     print(load.finish().describe())
+
 
 if __name__ == "__main__":
     main()

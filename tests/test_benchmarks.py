@@ -201,7 +201,11 @@ def test_scheduler_quick_eigen_times_auto_and_torch_and_counts_ynnpack_convoluti
             float(cell.strip().rstrip("x")) for cell in row.split("|")[2:11]
         )
         assert eigen_ynn == 0 and ynn >= 0, row  # the flag takes every convolution from YNNPACK
-        for value, want in ((ratio, eigen / default), (auto_torch, default / torch), (eigen_torch, eigen / torch_eigen)):
+        for value, want in (
+            (ratio, eigen / default),
+            (auto_torch, default / torch),
+            (eigen_torch, eigen / torch_eigen),
+        ):
             assert abs(want - value) <= 0.011 * value + 0.005, row
     assert "| Eigen / default |" in out
 
