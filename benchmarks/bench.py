@@ -190,8 +190,10 @@ def _machine_line(suite_: dict, argv: list[str]) -> str:
 
     flags = os.environ.get("XLA_FLAGS")
     threads = f"XLA_FLAGS='{flags}'" if flags else "default threads"
+    malloc = " ".join(f"{key}={value}" for key, value in sorted(os.environ.items()) if key.startswith("MALLOC_"))
+    malloc = f"; glibc malloc: {malloc}" if malloc else ""  # it moves XLA:CPU's times (BENCHMARKS.md, "Page faults")
     return (f"Command: `python benchmarks/bench.py {' '.join(argv)}`. Machine: {_cpu_model()}, {os.cpu_count()} cores, "
-            f"backend {jax.default_backend()}; jax {jax.__version__} ({threads}), torch {torch.__version__} "
+            f"backend {jax.default_backend()}{malloc}; jax {jax.__version__} ({threads}), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads); {suite_['rounds']} interleaved rounds; float32 matmul (jax, "
             f"2048^3) {suite_['sgemm']:.0f} GFLOP/s.")  # fmt: skip
 

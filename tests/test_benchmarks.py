@@ -43,6 +43,23 @@ def test_bench_quick_writes_the_markdown_table(tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
+def test_bench_names_the_process_wide_settings_it_ran_under(monkeypatch):
+    """XLA's flags and glibc's malloc settings move XLA:CPU's times: the report says which were set."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    for key in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(key)
+    line = bench._machine_line({"rounds": 3, "sgemm": 100.0}, ["--quick"])
+    assert "default threads" in line and "malloc" not in line, line
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1073741824")
+    line = bench._machine_line({"rounds": 3, "sgemm": 100.0}, ["--quick"])
+    assert "XLA_FLAGS='--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'" in line, line
+    assert "glibc malloc: MALLOC_MMAP_THRESHOLD_=1073741824;" in line, line
+
+
 def test_gpu_dry_run_writes_a_table_with_every_contender(tmp_path):
     _run(["bash", "benchmarks/gpu.sh", "--dry-run"], OUT=str(tmp_path), PYTHON=sys.executable)
     table = (tmp_path / "gpu_bench.md").read_text()
