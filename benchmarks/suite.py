@@ -122,7 +122,8 @@ GENERATOR = (
     Layer("G5 32x32 -> 64x64", 8, 64, 3, (32, 32), 4, 2, 1),
 )
 # Stride-1 layers beyond the suite's one (`auto`'s rule 3 by channels): few input channels on large
-# grids, equal channels, more input than output channels, a wider kernel, 1-D, dilated with few channels.
+# grids, equal channels, more input than output channels, a wider kernel, 1-D, dilated with few channels;
+# and 3-D ones.
 STRIDE_1 = (
     Layer("s1 4x16x128x128 -> 16", 4, 16, 16, (128, 128), 3, 1, 1),
     Layer("s1 8x32x64x64 -> 32", 8, 32, 32, (64, 64), 3, 1, 1),
@@ -135,6 +136,15 @@ STRIDE_1 = (
     Layer("s1 1-D 4x128x400 -> 128 k7", 4, 128, 128, (400,), 7, 1, 3),
     Layer("s1 d2 4x16x128x128 -> 16", 4, 16, 16, (128, 128), 3, 1, 2, dilation=2),
     Layer("s1 d2 8x32x64x64 -> 32", 8, 32, 32, (64, 64), 3, 1, 2, dilation=2),
+    # 3-D (rule 3 in 3-D: by input channels and the input's im2col windows)
+    Layer("s1 3-D 2x16x32x32x32 -> 16", 2, 16, 16, (32, 32, 32), 3, 1, 1),
+    Layer("s1 3-D 2x32x16x16x16 -> 32", 2, 32, 32, (16, 16, 16), 3, 1, 1),
+    Layer("s1 3-D 2x32x16x16x16 -> 64", 2, 32, 64, (16, 16, 16), 3, 1, 1),
+    Layer("s1 3-D 2x64x16x16x16 -> 64", 2, 64, 64, (16, 16, 16), 3, 1, 1),
+    Layer("s1 3-D 2x64x16x16x16 -> 32", 2, 64, 32, (16, 16, 16), 3, 1, 1),
+    Layer("s1 3-D 2x128x8x8x8 -> 64", 2, 128, 64, (8, 8, 8), 3, 1, 1),
+    Layer("s1 3-D 2x32x16x16x16 -> 32 k5", 2, 32, 32, (16, 16, 16), 5, 1, 2),
+    Layer("s1 3-D d2 2x32x16x16x16 -> 32", 2, 32, 32, (16, 16, 16), 3, 1, 2, dilation=2),
 )
 # 2-D k4 s2 p1 layers (DCGAN's) of 2**20 to 2**23 columns (N * H * W * 16 taps * C_out), around the size
 # where `auto`'s kernel gradient changes form (`_dispatch.scatter_kernel_gradient`).

@@ -185,6 +185,17 @@ def test_export_for_cuda_on_this_cpu_carries_the_gpu_lowering(method):
         assert any(any(p) for p in _interior_pads(cpu)), "cpu: the workaround inserts the zeros with pad"
 
 
+def test_subpixel_3d_forward_is_gemms_on_cpu_and_the_convolution_elsewhere():
+    """In 3-D the subpixel form's phase convolution is `_tap_matmuls`' GEMMs when lowered for CPU,
+    whose 3-D convolutions are slow, and stays a convolution for CUDA and TPU."""
+    cfg = Config(2, 4, 3, 1, (4, 3, 5), (3, 3, 3), (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1))
+    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (cfg.y_shape, cfg.w_shape)]
+    f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method="subpixel")  # noqa: E731
+    assert "stablehlo.convolution" not in _export_text(f, args, ["cpu"])[1]
+    for platform in ("cuda", "tpu"):
+        assert "stablehlo.convolution" in _export_text(f, args, [platform])[1], platform
+
+
 def _products(text):
     """Every convolution and dot of a StableHLO module, SSA names and locations left out."""
     lines = [line for line in text.splitlines() if re.search(r"stablehlo\.(convolution|dot_general)", line)]

@@ -301,6 +301,25 @@ def _picks(cfg):
     return [auto_method(cfg.spec(), cfg.y_shape, cfg.w_shape, derivatives=d) for d in (None, "input", "kernel")]
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_3d_stride_1_layers_take_gemm_forms_under_auto(channels_last):
+    """3-D stride 1 (`auto_method`'s rule 3 in 3-D): no convolution, XLA:CPU's 3-D ones being
+    several times slower: subpixel's GEMMs below 64 input channels while the input's windows fit
+    im2col, the scatter form's otherwise, forward and both gradients. Values and gradients equal
+    PyTorch's, dilated and cropped too, in both layouts."""
+    s1 = dict(kernel=(3, 3, 3), stride=(1, 1, 1), padding=(1, 1, 1), output_padding=(0, 0, 0), dilation=(1, 1, 1))
+    assert _picks(Config(2, 32, 32, 1, (16, 16, 16), **s1)) == ["subpixel"] * 3  # windows: 27 x 2 x 16^3 x 32 x 4 B
+    assert _picks(Config(2, 16, 16, 1, (32, 32, 32), **s1)) == ["scatter"] * 3  # 113 MB of windows
+    assert _picks(Config(2, 64, 64, 1, (16, 16, 16), **s1)) == ["scatter"] * 3
+    for cfg in (
+        Config(2, 5, 4, 1, (4, 3, 5), **s1),
+        Config(1, 3, 2, 1, (5, 4, 4), (3, 2, 3), (1, 1, 1), (2, 0, 1), (0, 0, 0), (2, 1, 2)),  # dilated, cropped
+        Config(1, 64, 3, 1, (3, 4, 3), **s1),
+    ):
+        assert len(set(_picks(cfg))) == 1 and _picks(cfg)[0] == ("scatter" if cfg.c_in >= 64 else "subpixel")
+        check_against_torch(cfg, "auto", channels_last=channels_last)
+
+
 def test_small_layers_take_scatter_under_auto():
     """Rule 5 of `auto_method` (the phases fuse) by size. While the scatter form's columns have at
     most 2**21 elements (`small_columns`: a DCGAN generator's layers up to 16x16 -> 32x32), `auto`

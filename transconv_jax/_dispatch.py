@@ -30,7 +30,7 @@ from ._spec import (
     result_dtype,
     to_canonical,
 )
-from ._subpixel import conv_transpose_subpixel_form, phases_fuse, stride_1_windows_fit
+from ._subpixel import conv_transpose_subpixel_form, input_windows_fit, phases_fuse, stride_1_windows_fit
 from ._vjp import conv_transpose_vjp_form, xla_cpu_hazard
 
 FORMS = {
@@ -152,6 +152,10 @@ def auto_method(
        channels-last arrays (`Spec.channels_last`, the Flax layers) 'vjp' too, a dilated
        convolution XLA:CPU runs on them as they lie, where the scatter form's GEMM needs its
        input transposed (BENCHMARKS.md, "Channels-last");
+       in 3-D no convolution at all, XLA:CPU's 3-D ones being several times slower than the GEMM
+       forms (BENCHMARKS.md, "3-D stride-1 layers"): 'subpixel' below 64 input channels while
+       the input's windows fit im2col (`_subpixel.input_windows_fit`; its forward then GEMMs
+       too), 'scatter' otherwise, forward and both gradients;
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
@@ -211,8 +215,10 @@ def auto_method(
         return "scatter"
     if max(spec.stride) == 1:
         dilated = max(spec.dilation) > 1
+        itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
+        if len(kernel) == 3:  # no XLA:CPU 3-D convolution: GEMM forms, forward and both gradients
+            return "subpixel" if y_shape[1] < 64 and input_windows_fit(y_shape, w_shape, itemsize) else "scatter"
         if derivatives:
-            itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
             scan = not stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
             if scan and not dilated and y_shape[1] >= 64:  # the kernel gradient from the cotangent's columns
                 return "scatter" if derivatives == "kernel" and not spec.channels_last else "subpixel"
