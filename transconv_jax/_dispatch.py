@@ -280,7 +280,7 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
 
     1. grouped: 'subpixel', as on CPU;
     2. stride 1, and layers small enough for the CPU policy's size rule (`small_columns`; not
-       reached at a GPU's batch): the CPU policy's. On the dilated layer that is 'vjp', whose
+       reached at a GPU's batch): the CPU policy's (in 3-D the GEMM forms', unmeasured on a GPU). On the dilated layer that is 'vjp', whose
        gradients ran several times slower than scatter's in float32: taking scatter's there
        would make the gradients differ by platform, which costs XLA:CPU compile time (tracing
        both: the dilated layer's fwd+bwd compile passed 1.5x jax.lax's; BENCHMARKS.md), so
