@@ -304,20 +304,24 @@ def _picks(cfg):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_3d_stride_1_layers_take_gemm_forms_under_auto(channels_last):
     """3-D stride 1 (`auto_method`'s rule 3 in 3-D): no convolution, XLA:CPU's 3-D ones being
-    several times slower: subpixel's GEMMs below 64 input channels while the input's windows fit
-    im2col, the scatter form's otherwise, forward and both gradients. Values and gradients equal
-    PyTorch's, dilated and cropped too, in both layouts."""
+    several times slower. The forward subpixel's (its phase convolution GEMMs on CPU), scatter's on
+    small layers (`small_columns`); both gradients subpixel's below 64 input channels while the
+    input's windows fit im2col, scatter's otherwise. Values and gradients equal PyTorch's, dilated
+    and cropped too, in both layouts, under `auto` and the subpixel form."""
     s1 = dict(kernel=(3, 3, 3), stride=(1, 1, 1), padding=(1, 1, 1), output_padding=(0, 0, 0), dilation=(1, 1, 1))
     assert _picks(Config(2, 32, 32, 1, (16, 16, 16), **s1)) == ["subpixel"] * 3  # windows: 27 x 2 x 16^3 x 32 x 4 B
-    assert _picks(Config(2, 16, 16, 1, (32, 32, 32), **s1)) == ["scatter"] * 3  # 113 MB of windows
-    assert _picks(Config(2, 64, 64, 1, (16, 16, 16), **s1)) == ["scatter"] * 3
+    assert _picks(Config(2, 16, 16, 1, (32, 32, 32), **s1)) == ["subpixel", "scatter", "scatter"]  # 113 MB
+    assert _picks(Config(2, 64, 64, 1, (16, 16, 16), **s1)) == ["subpixel", "scatter", "scatter"]
+    assert _picks(Config(2, 128, 64, 1, (8, 8, 8), **s1)) == ["scatter"] * 3  # 2 x 8^3 x 27 taps x 64 < 2**21 columns
     for cfg in (
         Config(2, 5, 4, 1, (4, 3, 5), **s1),
         Config(1, 3, 2, 1, (5, 4, 4), (3, 2, 3), (1, 1, 1), (2, 0, 1), (0, 0, 0), (2, 1, 2)),  # dilated, cropped
         Config(1, 64, 3, 1, (3, 4, 3), **s1),
     ):
-        assert len(set(_picks(cfg))) == 1 and _picks(cfg)[0] == ("scatter" if cfg.c_in >= 64 else "subpixel")
+        gradients = "scatter" if cfg.c_in >= 64 else "subpixel"
+        assert _picks(cfg) == ["scatter", gradients, gradients]  # small layers: scatter's forward
         check_against_torch(cfg, "auto", channels_last=channels_last)
+        check_against_torch(cfg, "subpixel", channels_last=channels_last)
 
 
 def test_small_layers_take_scatter_under_auto():
