@@ -147,7 +147,7 @@ STRIDE_1 = (
     Layer("s1 3-D d2 2x32x16x16x16 -> 32", 2, 32, 32, (16, 16, 16), 3, 1, 2, dilation=2),
 )
 # 2-D k4 s2 p1 layers (DCGAN's) of 2**20 to 2**23 columns (N * H * W * 16 taps * C_out), around the size
-# where `auto`'s kernel gradient changes form (`_dispatch.scatter_kernel_gradient`).
+# where `auto`'s kernel gradient changes form (`_dispatch.scatter_kernel_gradient`); and three 3-D ones.
 K4S2 = (
     Layer("k4s2 8x128x8x8 -> 128", 8, 128, 128, (8, 8), 4, 2, 1),
     Layer("k4s2 8x256x16x16 -> 128", 8, 256, 128, (16, 16), 4, 2, 1),
@@ -157,6 +157,10 @@ K4S2 = (
     Layer("k4s2 8x256x16x16 -> 256", 8, 256, 256, (16, 16), 4, 2, 1),
     Layer("k4s2 16x256x16x16 -> 128", 16, 256, 128, (16, 16), 4, 2, 1),
     Layer("k4s2 8x128x32x32 -> 64", 8, 128, 64, (32, 32), 4, 2, 1),
+    # 3-D (a 3-D GAN generator's): the subpixel forward's phase convolution, GEMMs on CPU
+    Layer("k4s2 3-D 4x512x4x4x4 -> 256", 4, 512, 256, (4, 4, 4), 4, 2, 1),
+    Layer("k4s2 3-D 4x256x8x8x8 -> 128", 4, 256, 128, (8, 8, 8), 4, 2, 1),
+    Layer("k4s2 3-D 2x64x16x16x16 -> 32", 2, 64, 32, (16, 16, 16), 4, 2, 1),
 )
 TINY_GENERATOR = (
     Layer("g1 1x1 -> 4x4", 2, 8, 8, (1, 1), 4, 1, 0),
