@@ -42,12 +42,13 @@ grid = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
 only = sys.argv[1].split(",") if len(sys.argv) > 1 else [*FORMS, "auto"]
 
 # 2-D k4 s2 p1 (auto: subpixel forward, fused phases; on a layer this small, scatter's gradients); 3-D k3 s2 p1 op1
-# (auto: scatter; subpixel per phase).
+# (auto: scatter; subpixel per phase); 3-D k3 s1 p1 (auto: scatter's forward, subpixel's gradients).
 # Output sizes divide 8; C_out divides the 'model' axis.
 # (y shape, w shape, keywords); torch (the oracle of the other tests) is not imported: it costs seconds here.
 CONFIGS = [
     ((8, 4, 8, 8), (4, 4, 4, 4), dict(stride=2, padding=1)),
     ((8, 4, 8, 4, 4), (4, 4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+    ((8, 4, 8, 4, 4), (4, 4, 3, 3, 3), dict(stride=1, padding=1)),  # 3-D stride 1: subpixel's GEMMs on CPU
 ]
 
 

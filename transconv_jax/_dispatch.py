@@ -30,7 +30,7 @@ from ._spec import (
     result_dtype,
     to_canonical,
 )
-from ._subpixel import conv_transpose_subpixel_form, input_windows_fit, phases_fuse, stride_1_windows_fit
+from ._subpixel import conv_transpose_subpixel_form, phases_fuse, stride_1_windows_fit
 from ._vjp import conv_transpose_vjp_form, xla_cpu_hazard
 
 FORMS = {
@@ -153,10 +153,11 @@ def auto_method(
        convolution XLA:CPU runs on them as they lie, where the scatter form's GEMM needs its
        input transposed (BENCHMARKS.md, "Channels-last");
        in 3-D no convolution at all, XLA:CPU's 3-D ones being several times slower than the GEMM
-       forms (BENCHMARKS.md, "3-D stride-1 layers"): the forward 'subpixel' (its phase
-       convolution GEMMs on CPU), but 'scatter' on small layers (`small_columns`, as in rule 5);
-       both gradients 'subpixel' below 64 input channels while the input's windows fit im2col
-       (`_subpixel.input_windows_fit`), 'scatter' otherwise;
+       forms (BENCHMARKS.md, "3-D stride-1 layers"). Where subpixel's shifted windows fit im2col
+       (`_subpixel.stride_1_windows_fit`: no scan over the taps, whose dynamic slices made GSPMD
+       all-gather a spatially sharded input), its forward (GEMMs on CPU) but on small layers
+       (`small_columns`, as in rule 5), and its gradients below 64 input channels; 'scatter'
+       otherwise, forward and both gradients;
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
@@ -218,9 +219,10 @@ def auto_method(
         dilated = max(spec.dilation) > 1
         itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
         if len(kernel) == 3:  # no XLA:CPU 3-D convolution: GEMM forms, forward and both gradients
+            fit = stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's im2col, no scan
             if not derivatives:
-                return "scatter" if small_columns(y_shape, w_shape, spec.groups) else "subpixel"
-            return "subpixel" if y_shape[1] < 64 and input_windows_fit(y_shape, w_shape, itemsize) else "scatter"
+                return "subpixel" if fit and not small_columns(y_shape, w_shape, spec.groups) else "scatter"
+            return "subpixel" if fit and y_shape[1] < 64 else "scatter"
         if derivatives:
             scan = not stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
             if scan and not dilated and y_shape[1] >= 64:  # the kernel gradient from the cotangent's columns

@@ -325,13 +325,15 @@ def phase_conv(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     Half-precision operands accumulate in `conv.acc`; the tangent (hence both gradients) runs on
     operands of their own dtype, as `_conv.accumulate` explains. Grouped, while im2col fits, the
     forward is `_tap_matmuls`' batched GEMM instead of XLA:CPU's grouped convolution, which was
-    slower (the grouped layer of BENCHMARKS.md). In 3-D, lowered for CPU, it is `_tap_matmuls`
-    too (im2col, or one GEMM per tap in a scan): XLA:CPU's 3-D convolutions ran several times
-    slower (BENCHMARKS.md, "3-D stride-1 layers"); other platforms keep the convolution.
+    slower (the grouped layer of BENCHMARKS.md). In 3-D, lowered for CPU, it is `_tap_matmuls`'
+    im2col GEMM too while the padded input's windows fit `_SCAN_BYTES` (XLA:CPU's 3-D
+    convolutions ran several times slower: BENCHMARKS.md, "3-D stride-1 layers"; past that, its
+    scan over the taps slices the input at dynamic offsets, which made GSPMD all-gather a
+    spatially sharded input); other platforms keep the convolution.
     """
     if conv.groups > 1 and _im2col_fits(x, w):
         return _tap_matmuls(x, w, conv, conv.acc)
-    if len(conv.dilation) == 3:
+    if len(conv.dilation) == 3 and _im2col_fits(pad_spatial(x, conv.pads, channels_last=True), w):
         gemms = lambda x, w: _tap_matmuls(x, w, conv, conv.acc)  # noqa: E731
         return lax.platform_dependent(x, w, cpu=gemms, default=lambda x, w: _valid_conv(x, w, conv, conv.acc))
     return _valid_conv(x, w, conv, conv.acc)
@@ -353,17 +355,6 @@ _SCAN_BYTES = 32 * 2**20  # windows of more bytes than this run one tap at a tim
 def _im2col_fits(x: jax.Array, w: jax.Array) -> bool:
     """Whether the `taps` shifted windows of `x` (im2col) take at most `_SCAN_BYTES`."""
     return math.prod(w.shape[:-2]) * x.size * x.dtype.itemsize <= _SCAN_BYTES
-
-
-def input_windows_fit(y_shape, w_shape, itemsize: int) -> bool:
-    """`_im2col_fits` for a stride-1 layer's unpadded input, from its canonical shapes: whether the
-    tangent in the input (hence the input gradient) is `_tap_matmuls`' GEMMs, not a convolution.
-
-    Example:
-        >>> input_windows_fit((2, 32, 16, 16, 16), (32, 32, 3, 3, 3), 4)  # 27 x 2 x 16^3 x 32 x 4 bytes
-        True
-    """
-    return math.prod(w_shape[2:]) * math.prod(y_shape) * itemsize <= _SCAN_BYTES
 
 
 def stride_1_windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
