@@ -306,11 +306,16 @@ def test_3d_stride_1_layers_take_gemm_forms_under_auto(channels_last):
     """3-D stride 1 (`auto_method`'s rule 3 in 3-D): no convolution, XLA:CPU's 3-D ones being
     several times slower. Where subpixel's shifted windows of the padded input fit im2col (no scan
     over the taps), its forward (GEMMs on CPU) but on small layers (`small_columns`), and its
-    gradients below 64 input channels; the scatter form's otherwise. Values and gradients equal
+    gradients below 64 input channels; the scatter form's otherwise, but past im2col the vjp form's
+    forward where scatter's col2im is largest. Values and gradients equal
     PyTorch's, dilated and cropped too, in both layouts, under `auto` and the subpixel form."""
     s1 = dict(kernel=(3, 3, 3), stride=(1, 1, 1), padding=(1, 1, 1), output_padding=(0, 0, 0), dilation=(1, 1, 1))
     assert _picks(Config(2, 32, 32, 1, (12, 12, 12), **s1)) == ["subpixel"] * 3  # windows: 27 x 2 x 14^3 x 32 x 4 B
     assert _picks(Config(2, 32, 32, 1, (16, 16, 16), **s1)) == ["scatter"] * 3  # 27 x 2 x 18^3 x 32 x 4 B > 32 MiB
+    # past im2col, a wider output or 125 taps: the vjp form's forward (scatter's col2im grows with both)
+    assert _picks(Config(2, 32, 64, 1, (16, 16, 16), **s1)) == ["vjp", "scatter", "scatter"]
+    k5 = dict(s1, kernel=(5, 5, 5), padding=(2, 2, 2))
+    assert _picks(Config(2, 32, 32, 1, (16, 16, 16), **k5)) == ["vjp", "scatter", "scatter"]
     assert _picks(Config(2, 64, 64, 1, (10, 10, 10), **s1)) == ["subpixel", "scatter", "scatter"]
     assert _picks(Config(2, 128, 64, 1, (8, 8, 8), **s1)) == ["scatter"] * 3  # 2 x 8^3 x 27 taps x 64 < 2**21 columns
     for cfg in (

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -157,7 +158,9 @@ def auto_method(
        (`_subpixel.stride_1_windows_fit`: no scan over the taps, whose dynamic slices made GSPMD
        all-gather a spatially sharded input), its forward (GEMMs on CPU) but on small layers
        (`small_columns`, as in rule 5), and its gradients below 64 input channels; 'scatter'
-       otherwise, forward and both gradients;
+       otherwise. Past im2col the forward is 'scatter' for at most 27 taps and no more output
+       than input channels, else the vjp form's convolution, which was faster there (a wider
+       output or 125 taps: scatter's col2im grows with both);
     4. no kernel overlap (`kernel <= stride`, no dilation, on every axis, e.g. U-Net and V-Net
        k2 s2): 'scatter', which is then one GEMM and an interleave, with nothing to add up;
     5. the phases fuse (every kernel size a multiple of its stride; DCGAN, FCN-8s, HiFi-GAN):
@@ -217,12 +220,15 @@ def auto_method(
         return "scatter"
     if max(spec.stride) == 1:
         dilated = max(spec.dilation) > 1
+        narrowing = w_shape[1] * spec.groups <= y_shape[1]  # no more output channels than input ones
         itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
         if len(kernel) == 3:  # no XLA:CPU 3-D convolution: GEMM forms, forward and both gradients
             fit = stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's im2col, no scan
-            if not derivatives:
-                return "subpixel" if fit and not small_columns(y_shape, w_shape, spec.groups) else "scatter"
-            return "subpixel" if fit and y_shape[1] < 64 else "scatter"
+            if derivatives:
+                return "subpixel" if fit and y_shape[1] < 64 else "scatter"
+            if small_columns(y_shape, w_shape, spec.groups) or (not fit and math.prod(kernel) <= 27 and narrowing):
+                return "scatter"
+            return "subpixel" if fit else "vjp"
         if derivatives:
             scan = not stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's per-tap scan
             if scan and not dilated and y_shape[1] >= 64:  # the kernel gradient from the cotangent's columns
