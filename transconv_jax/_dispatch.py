@@ -220,12 +220,12 @@ def auto_method(
         return "scatter"
     if max(spec.stride) == 1:
         dilated = max(spec.dilation) > 1
-        narrowing = w_shape[1] * spec.groups <= y_shape[1]  # no more output channels than input ones
         itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
         if len(kernel) == 3:  # no XLA:CPU 3-D convolution: GEMM forms, forward and both gradients
             fit = stride_1_windows_fit(y_shape, w_shape, spec, itemsize)  # subpixel's im2col, no scan
             if derivatives:
                 return "subpixel" if fit and y_shape[1] < 64 else "scatter"
+            narrowing = w_shape[1] * spec.groups <= y_shape[1]  # no more output channels than input ones
             if small_columns(y_shape, w_shape, spec.groups) or (not fit and math.prod(kernel) <= 27 and narrowing):
                 return "scatter"
             return "subpixel" if fit else "vjp"
@@ -291,11 +291,11 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
 
     1. grouped: 'subpixel', as on CPU;
     2. stride 1, and layers small enough for the CPU policy's size rule (`small_columns`; not
-       reached at a GPU's batch): the CPU policy's (in 3-D the GEMM forms', unmeasured on a GPU). On the dilated layer that is 'vjp', whose
-       gradients ran several times slower than scatter's in float32: taking scatter's there
-       would make the gradients differ by platform, which costs XLA:CPU compile time (tracing
-       both: the dilated layer's fwd+bwd compile passed 1.5x jax.lax's; BENCHMARKS.md), so
-       the GPU keeps the CPU's until a cheaper way is found. Likewise the float32 kernel gradient
+       reached at a GPU's batch): the CPU policy's (in 3-D the GEMM forms', unmeasured on a
+       GPU). On the dilated layer that is 'vjp', whose gradients ran several times slower than
+       scatter's in float32: taking scatter's there would make the gradients differ by platform,
+       which costs XLA:CPU compile time (tracing both: the dilated layer's fwd+bwd compile passed
+       1.5x jax.lax's; BENCHMARKS.md), so the GPU keeps the CPU's until a cheaper way is found. Likewise the float32 kernel gradient
        of 2-D k4 s2 layers up to 2**22 columns (`scatter_kernel_gradient`: scatter's; with the
        platforms' gradients differing, DCGAN 16x16's fwd+bwd compiled much longer: BENCHMARKS.md,
        "k4 s2 kernel gradients");

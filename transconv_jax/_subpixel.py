@@ -333,7 +333,7 @@ def phase_conv(x: jax.Array, w: jax.Array, conv: _Conv) -> jax.Array:
     """
     if conv.groups > 1 and _im2col_fits(x, w):
         return _tap_matmuls(x, w, conv, conv.acc)
-    if len(conv.dilation) == 3 and _im2col_fits(pad_spatial(x, conv.pads, channels_last=True), w):
+    if len(conv.dilation) == 3 and _im2col_fits(x, w, conv.pads):
         gemms = lambda x, w: _tap_matmuls(x, w, conv, conv.acc)  # noqa: E731
         return lax.platform_dependent(x, w, cpu=gemms, default=lambda x, w: _valid_conv(x, w, conv, conv.acc))
     return _valid_conv(x, w, conv, conv.acc)
@@ -352,9 +352,15 @@ def _phase_conv_jvp(conv, primals, tangents):
 _SCAN_BYTES = 32 * 2**20  # windows of more bytes than this run one tap at a time, in a scan
 
 
-def _im2col_fits(x: jax.Array, w: jax.Array) -> bool:
-    """Whether the `taps` shifted windows of `x` (im2col) take at most `_SCAN_BYTES`."""
-    return math.prod(w.shape[:-2]) * x.size * x.dtype.itemsize <= _SCAN_BYTES
+def _im2col_fits(x: jax.Array, w: jax.Array, pads=None) -> bool:
+    """Whether the `taps` shifted windows of `x (N, *n, C)`, padded by `pads` if given (im2col),
+    take at most `_SCAN_BYTES`."""
+    size = (
+        x.size
+        if pads is None
+        else x.shape[0] * x.shape[-1] * math.prod(m + sum(p) for m, p in zip(x.shape[1:-1], pads))
+    )
+    return math.prod(w.shape[:-2]) * size * x.dtype.itemsize <= _SCAN_BYTES
 
 
 def stride_1_windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
