@@ -1,6 +1,7 @@
 """`auto` of this checkout against `auto` of an earlier commit, in one interleaved run.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--compile | --memory] [--loss]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/ab.py REV [--only NAME] [--channels-last] [--compile | --memory]
+     [--trace [--repeat N]] [--loss]
      [--rounds 21] [--quick | --generator | --stride-1 | --k4s2]
 
 The package as it was at git revision `REV` is extracted (`git archive`) into a temporary
@@ -16,6 +17,12 @@ medians and the ratios new / old, with the load average.
 (trace, lowering and XLA's compile, as `bench.py` counts it), new and old in each round's
 shuffled order; medians and new / old.
 
+`--trace`: instead, the part of that time spent in Python: tracing and lowering fwd+bwd to
+StableHLO from a cold cache, new and old interleaved, medians and new / old; and whether the
+programs XLA compiles from the two are the same (then the change cost nothing at run time).
+`--repeat N`: the step holds the layer N times, on kernels `w, 2 w, ...`, the outputs summed (a
+model that uses one shape of layer N times in one trace).
+
 `--memory`: instead, XLA's temp buffers of each compiled fwd+bwd (`memory_analysis()`, from
 shapes: nothing is timed), new and old.
 
@@ -28,8 +35,10 @@ backward beside the forward.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import io
+import operator
 import os
 import re
 import statistics
@@ -64,10 +73,23 @@ def import_revision(rev: str, into: str):
 
 
 def program_text(compiled) -> str:
-    """Compiled HLO without metadata and source locations, which differ between two copies of the code."""
+    """Compiled HLO without metadata and source locations, which differ between two copies of the code,
+    and with every `%name` renamed by its first appearance: XLA numbers its instructions by the
+    order in which they were created, which a change in tracing alone can move."""
     lines = compiled.as_text().splitlines()
     lines = [line for line in lines if not re.match(r"^(\d+ |FileNames|FunctionNames|FileLocations|StackFrames)", line)]
-    return re.sub(r"metadata=\{[^}]*\}|, stack_frame_id=\d+", "", "\n".join(lines))
+    text = re.sub(r",? metadata=\{[^}]*\}|, stack_frame_id=\d+", "", "\n".join(lines))
+    names: dict[str, str] = {}
+    return re.sub(r"%[\w.-]+", lambda m: names.setdefault(m.group(), f"%{len(names)}"), text)
+
+
+def same_programs(new: str, old: str) -> str:
+    """'same' where two `program_text`s are equal; 'same ops' where they hold the same instructions
+    in another order (XLA's schedule: names and operands aside, the lines sorted); else 'differ'."""
+    if new == old:
+        return "same"
+    ops = [sorted(re.sub(r"%\d+", "%", text).splitlines()) for text in (new, old)]
+    return "same ops" if ops[0] == ops[1] else "differ"
 
 
 def layer_arguments(layer: suite.Layer, last: bool) -> tuple[tuple, dict]:
@@ -96,7 +118,7 @@ def compare(layer: suite.Layer, packages: dict, last: bool, rounds: int, load: s
     t = suite.interleaved_medians(fns, args, rounds, load)
     cells = []
     for phase in ("fwd", "fwd+bwd"):
-        same = "same" if texts["new", phase] == texts["old", phase] else "differ"
+        same = same_programs(texts["new", phase], texts["old", phase])
         new, old = t["new", phase] * 1e3, t["old", phase] * 1e3
         cells += [same, f"{old:.3g}", f"{new:.3g}", f"{new / old:.2f}x"]
     return f"| {layer.name} | " + " | ".join(cells) + " |"
@@ -118,6 +140,30 @@ def compare_compile(layer: suite.Layer, packages: dict, last: bool, rounds: int,
     return f"| {layer.name} | {old:.3g} | {new:.3g} | {new / old:.2f}x |"
 
 
+def compare_trace(
+    layer: suite.Layer, packages: dict, last: bool, rounds: int, load: suite.Load, repeat: int = 1
+) -> str:
+    """One markdown row: whether the compiled fwd+bwd programs are the same, and the median
+    milliseconds to trace and lower fwd+bwd (of `repeat` layers) from a cold cache, old and new,
+    and new / old."""
+    args, options = layer_arguments(layer, last)
+    times, texts = {tag: [] for tag in packages}, {}
+    for r in range(rounds):
+        for tag in suite.in_turn(packages, r):
+            one = lambda y, w, p=packages[tag]: p.conv_transpose(y, w, **layer.kwargs, **options)  # noqa: E731
+            f = lambda y, w, one=one: functools.reduce(operator.add, (one(y, w * i) for i in range(1, repeat + 1)))  # noqa: E731
+            jax.clear_caches()
+            start = time.perf_counter()
+            lowered = jax.jit(suite.fwd_bwd(f)).lower(*args)
+            times[tag].append(time.perf_counter() - start)
+            if tag not in texts:
+                texts[tag] = program_text(lowered.compile())
+        load.sample()
+    same = same_programs(texts["new"], texts["old"])
+    old, new = (statistics.median(times[tag]) * 1e3 for tag in ("old", "new"))
+    return f"| {layer.name} | {same} | {old:.3g} | {new:.3g} | {new / old:.2f}x |"
+
+
 def compare_memory(layer: suite.Layer, packages: dict, last: bool, step=suite.fwd_bwd) -> str:
     """One markdown row: XLA's temp buffers (MiB) of the compiled fwd+bwd, old and new, and new / old."""
     args, options = layer_arguments(layer, last)
@@ -135,6 +181,8 @@ def main(argv=None) -> None:
     parser.add_argument("rev", help="the git revision to compare with, e.g. HEAD~1 or a commit")
     parser.add_argument("--channels-last", action="store_true", help="the Flax layers' layout")
     parser.add_argument("--compile", action="store_true", help="time the cold compile of fwd+bwd instead")
+    parser.add_argument("--trace", action="store_true", help="time tracing and lowering fwd+bwd instead")
+    parser.add_argument("--repeat", type=int, default=1, help="with --trace: the layer this many times in one step")
     parser.add_argument("--memory", action="store_true", help="XLA's temp buffers of fwd+bwd instead")
     parser.add_argument("--loss", action="store_true", help="fwd+bwd in a loss: the cotangent depends on the forward")
     args, rest = parser.parse_known_args(argv)
@@ -154,6 +202,16 @@ def main(argv=None) -> None:
             print("|---|---|---|---|")
             for layer in layers:
                 print(compare_memory(layer, packages, args.channels_last, step), flush=True)
+            return
+        if args.trace:
+            print(f"The layer {args.repeat} times in one step" if args.repeat > 1 else "One layer per step")
+            print()
+            print("| layer | fwd+bwd programs | trace + lower old, ms | new, ms | new / old |")
+            print("|---|---|---|---|---|")
+            for layer in layers:
+                print(compare_trace(layer, packages, args.channels_last, rounds, load, args.repeat), flush=True)
+            print()
+            print(load.finish().describe())
             return
         if args.compile:
             print("| layer | fwd+bwd compile old, s | new, s | new / old |")

@@ -4,6 +4,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -161,6 +162,34 @@ def test_ab_quick_compares_compile_times_and_memory(option, header):
         # Figures to 3 significant figures (each off by up to 0.5%), the ratio to 2 decimals.
         assert old > 0 and new > 0 and abs(new / old - ratio) <= 0.011 * ratio + 0.005, row
     assert header in out
+
+
+def test_ab_quick_traces_with_a_revision_and_compares_its_programs():
+    out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", "--trace", "--repeat", "2"]).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and "The layer 2 times in one step" in out and "load average" in out, out
+    for _, programs, *cells in rows:
+        old, new, ratio = (float(cell.strip().rstrip("x")) for cell in cells)
+        assert programs.strip() in ("same", "same ops", "differ") and old > 0 and new > 0, out
+        assert abs(new / old - ratio) <= 0.011 * ratio + 0.005, out  # 3 significant figures, the ratio to 2 decimals
+
+
+def test_ab_program_text_ignores_instruction_names_and_metadata_but_not_ops():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ab
+
+    def program(*body):
+        text = "\n".join(["ENTRY %main.9 (p.1: f32[2]) -> f32[2] {", *body, "}"])
+        return ab.program_text(types.SimpleNamespace(as_text=lambda: text))
+
+    a = program("  %p.1 = f32[2] parameter(0)", '  ROOT %sine.7 = f32[2] sine(%p.1), metadata={op_name="a"}')
+    renamed = program("  %p.3 = f32[2] parameter(0)", '  ROOT %sine.2 = f32[2] sine(%p.3), metadata={op_name="b"}')
+    other = program("  %p.1 = f32[2] parameter(0)", "  ROOT %cosine.7 = f32[2] cosine(%p.1)")
+    two = ["  %p.1 = f32[2] parameter(0)", "  %a.2 = f32[2] sine(%p.1)", "  %b.3 = f32[2] cosine(%p.1)"]
+    swapped = [two[0], two[2], two[1]]
+    assert a == renamed and ab.same_programs(renamed, a) == "same"
+    assert ab.same_programs(other, a) == "differ"
+    assert ab.same_programs(program(*swapped), program(*two)) == "same ops"
 
 
 def test_gemm_layouts_quick_times_each_layout():

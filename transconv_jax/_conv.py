@@ -163,7 +163,24 @@ def pad_spatial(x: jax.Array, pads, *, interior=None, channels_last: bool = Fals
         return lax.slice(x, start, stop)
     config = [(lo, hi, i) for (lo, hi), i in zip(pads, interior, strict=True)]
     config = [(0, 0, 0), *config, (0, 0, 0)] if channels_last else [(0, 0, 0)] * 2 + config
-    return lax.pad(x, jnp.zeros((), x.dtype), config)
+    return zero_pad(x, config)
+
+
+def zero_pad(x: jax.Array, config) -> jax.Array:
+    """`lax.pad(x, 0, config)`, one `(low, high, interior)` per axis (negative: a crop); `x` itself
+    where every entry is 0. Such a pad is no op for XLA, but JAX traces it, differentiates it and
+    transposes it into a slice (`benchmarks/ab.py --trace`).
+
+    Example:
+        >>> x = jnp.ones((2, 3))
+        >>> zero_pad(x, [(0, 0, 0), (0, 0, 0)]) is x
+        True
+        >>> zero_pad(x, [(0, 0, 0), (1, -1, 0)])[0]
+        Array([0., 1., 1.], dtype=float32)
+    """
+    if all(tuple(c) == (0, 0, 0) for c in config):
+        return x
+    return lax.pad(x, np.zeros((), x.dtype), config)
 
 
 def regroup_kernel(w: jax.Array, groups: int) -> jax.Array:

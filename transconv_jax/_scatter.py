@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._conv import accumulate, pad_spatial
+from ._conv import accumulate, pad_spatial, zero_pad
 from ._shuffle import interleave, reshape, unpartitioned
 from ._spec import Spec, accumulation_dtype, overlaps, transpose_spatial
 
@@ -116,7 +116,7 @@ def blocks_channels_last(y: jax.Array, w: jax.Array, spec: Spec) -> jax.Array:
     nd, kernel = spec.ndim, w.shape[2:]
     blocks = _columns_channels_last(y, w, spec)  # (N, *spatial, *kernel, C_out)
     beyond = [(0, st - kt, 0) for kt, st in zip(kernel, spec.stride, strict=True)]  # taps past the kernel
-    blocks = lax.pad(blocks, jnp.zeros((), blocks.dtype), [(0, 0, 0)] * (1 + nd) + beyond + [(0, 0, 0)])
+    blocks = zero_pad(blocks, [(0, 0, 0)] * (1 + nd) + beyond + [(0, 0, 0)])
     full = interleave(_merge_taps(blocks, 1 + nd, nd), "N" + "X" * nd + "PC", spec.stride, channels_last=True)
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
     crops = [
@@ -283,7 +283,7 @@ def col2im_by_tap(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], cha
         if None not in placed:
             pads = [(0, 0, 0)] * col.ndim
             pads[rows : rows + nd] = [p for _, p in placed]
-            parts.append((tuple(r for r, _ in placed), lax.pad(col, jnp.zeros((), col.dtype), pads)))
+            parts.append((tuple(r for r, _ in placed), zero_pad(col, pads)))
     phases = _sum_by_phase(parts)
     shape = list(flat.shape)
     del shape[first_tap]
@@ -383,7 +383,7 @@ def _add_taps_of_axis(cols: jax.Array, axis: int, tap_axis: int, row_axis: int, 
             r, (lo, hi, _) = placed
             pads = [(0, 0, 0)] * col.ndim
             pads[row_axis] = (lo * unit, hi * unit, 0)
-            parts.append((r, lax.pad(col, jnp.zeros((), col.dtype), pads)))
+            parts.append((r, zero_pad(col, pads)))
     phases = _sum_by_phase(parts)
     zeros_shape = list(cols.shape)
     zeros_shape[tap_axis], zeros_shape[row_axis] = 1, blocks * unit

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._conv import bilinear_tangent, pad_spatial, regroup_kernel
+from ._conv import bilinear_tangent, pad_spatial, regroup_kernel, zero_pad
 from ._shuffle import interleave
 from ._spec import Spec, accumulation_dtype, lax_layout, transpose_spatial
 
@@ -270,7 +270,7 @@ def _shift_rows(x: jax.Array, axis: int, shift: int, rows: int) -> jax.Array:
     """Rows `shift .. shift + rows - 1` of `x` along `axis` (zeros past its end)."""
     config = [(0, 0, 0)] * x.ndim
     config[axis] = (-shift, rows + shift - x.shape[axis], 0)
-    return lax.pad(x, jnp.zeros((), x.dtype), config)
+    return zero_pad(x, config)
 
 
 def _hwio(w: jax.Array, groups: int) -> jax.Array:
