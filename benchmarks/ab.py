@@ -17,6 +17,10 @@ medians and the ratios new / old, with the load average.
 (trace, lowering and XLA's compile, as `bench.py` counts it), new and old in each round's
 shuffled order; medians and new / old.
 
+With `--generator`, a last row: the generator's layers (with `--quick`, a tiny one's) as one model (ReLU between them, tanh at
+the end, a loss: `suite.model_step`, as `bench.py` compiles it), its training step timed (with
+`--compile`: its compile and first call), old and new.
+
 `--trace`: instead, the part of that time spent in Python: tracing and lowering fwd+bwd to
 StableHLO from a cold cache, new and old interleaved, medians and new / old; and whether the
 programs XLA compiles from the two are the same (then the change cost nothing at run time).
@@ -140,6 +144,32 @@ def compare_compile(layer: suite.Layer, packages: dict, last: bool, rounds: int,
     return f"| {layer.name} | {old:.3g} | {new:.3g} | {new / old:.2f}x |"
 
 
+def _model_convs(packages: dict) -> dict:
+    return {tag: lambda layer, p=p: lambda y, w: p.conv_transpose(y, w, **layer.kwargs) for tag, p in packages.items()}
+
+
+def compare_model(packages: dict, layers, rounds: int, load: suite.Load) -> str:
+    """One markdown row like `compare`'s: the training step of the generator built from `layers`
+    (`suite.model_step`), whether the programs are the same, and its median ms old and new."""
+    fns, texts = {}, {}
+    for tag, conv in _model_convs(packages).items():
+        step, args = suite.model_step(layers, conv)
+        fns[tag] = jax.jit(step).lower(*args).compile()
+        texts[tag] = program_text(fns[tag])
+    t = suite.interleaved_medians(fns, args, rounds, load)
+    old, new = t["old"] * 1e3, t["new"] * 1e3
+    same = same_programs(texts["new"], texts["old"])
+    return f"| the generator, a training step | | | | | {same} | {old:.3g} | {new:.3g} | {new / old:.2f}x |"
+
+
+def compare_model_compile(packages: dict, layers, rounds: int) -> str:
+    """One markdown row: compile and first call of the generator built from `layers`
+    (`suite.model_compile`), old and new, and new / old."""
+    result = suite.model_compile(layers, _model_convs(packages), rounds)
+    old, new = (result[tag]["compile"] + result[tag]["first_call"] for tag in ("old", "new"))
+    return f"| the generator, compile + first call | {old:.3g} | {new:.3g} | {new / old:.2f}x |"
+
+
 def compare_trace(
     layer: suite.Layer, packages: dict, last: bool, rounds: int, load: suite.Load, repeat: int = 1
 ) -> str:
@@ -187,6 +217,7 @@ def main(argv=None) -> None:
     parser.add_argument("--loss", action="store_true", help="fwd+bwd in a loss: the cotangent depends on the forward")
     args, rest = parser.parse_known_args(argv)
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 21, rest)
+    model = suite.TINY_GENERATOR if "--quick" in rest else suite.GENERATOR  # with --generator: as one model
     with tempfile.TemporaryDirectory() as tmp:
         packages = {"new": transconv_jax, "old": import_revision(args.rev, tmp)}
         load = suite.Load()
@@ -218,6 +249,8 @@ def main(argv=None) -> None:
             print("|---|---|---|---|")
             for layer in layers:
                 print(compare_compile(layer, packages, args.channels_last, rounds, load), flush=True)
+            if "--generator" in rest and not args.channels_last:
+                print(compare_model_compile(packages, model, rounds), flush=True)
             print()
             print(load.finish().describe())
             return
@@ -226,6 +259,8 @@ def main(argv=None) -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         for layer in layers:
             print(compare(layer, packages, args.channels_last, rounds, load, step), flush=True)
+        if "--generator" in rest and not args.channels_last:
+            print(compare_model(packages, model, rounds, load), flush=True)
         print()
         print(load.finish().describe())
 

@@ -86,36 +86,10 @@ def sgemm_rate(n: int = 2048, rounds: int = 7) -> float:
 
 
 def generator_compile(layers=GENERATOR) -> dict:
-    """Compile and first call of a DCGAN generator's loss and gradients, `auto` against jax.lax: the
-    run with the median total of `COMPILE_REPEATS` cold starts, interleaved.
-
-    The layers are stacked with ReLU between them and tanh at the end; the loss is `sum(out * g)`."""
-    rng = np.random.default_rng(0)
-    ws = [jnp.asarray(rng.standard_normal(layer.w_shape, dtype=np.float32) * 0.02) for layer in layers]
-    z = jnp.asarray(rng.standard_normal(layers[0].y_shape, dtype=np.float32))
-    g = jnp.asarray(rng.standard_normal(layers[-1].out_shape, dtype=np.float32))
+    """Compile and first call of a DCGAN generator's loss and gradients, `auto` against jax.lax
+    (`suite.model_compile`)."""
     convs = {"auto": lambda layer: suite.method_fn(layer, "auto"), "jax.lax": suite.jax_lax_fn}
-    result, samples = {"layers": layers}, {name: [] for name in convs}
-    for name, conv in [item for r in range(COMPILE_REPEATS) for item in suite.in_turn(convs.items(), r)]:
-        fns = [conv(layer) for layer in layers]
-
-        def loss(ws, z, fns=fns):
-            h = z
-            for i, (f, w) in enumerate(zip(fns, ws)):
-                h = f(h, w)
-                h = jnp.tanh(h) if i == len(fns) - 1 else jax.nn.relu(h)
-            return jnp.sum(h * g)
-
-        jax.clear_caches()
-        start = time.perf_counter()
-        compiled = jax.jit(jax.value_and_grad(loss)).lower(ws, z).compile()
-        mid = time.perf_counter()
-        jax.block_until_ready(compiled(ws, z))
-        samples[name].append((mid - start, time.perf_counter() - mid))
-    for name, runs in samples.items():
-        compile_s, first_call = sorted(runs, key=sum)[len(runs) // 2]
-        result[name] = {"compile": compile_s, "first_call": first_call}
-    return result
+    return {"layers": layers, **suite.model_compile(layers, convs, COMPILE_REPEATS)}
 
 
 def run_suite(layers, rounds: int, generator) -> dict:

@@ -187,6 +187,46 @@ def layers_from_arguments(description: str, rounds: int, argv=None) -> tuple[lis
     return layers, 2 if args.quick else args.rounds
 
 
+def model_step(layers, conv: Callable) -> tuple[Callable, tuple]:
+    """A generator built from `layers` with `conv` (`conv(layer)` is `f(y, w)`): the layers stacked
+    with ReLU between them and tanh at the end, the loss `sum(out * g)`. Returns its training step,
+    `jax.value_and_grad(loss)` (not jitted), and the step's arguments `(kernels, z)`."""
+    rng = np.random.default_rng(0)
+    ws = [jnp.asarray(rng.standard_normal(layer.w_shape, dtype=np.float32) * 0.02) for layer in layers]
+    z = jnp.asarray(rng.standard_normal(layers[0].y_shape, dtype=np.float32))
+    g = jnp.asarray(rng.standard_normal(layers[-1].out_shape, dtype=np.float32))
+    fns = [conv(layer) for layer in layers]
+
+    def loss(ws, z):
+        h = z
+        for i, (f, w) in enumerate(zip(fns, ws, strict=True)):
+            h = f(h, w)
+            h = jnp.tanh(h) if i == len(fns) - 1 else jax.nn.relu(h)
+        return jnp.sum(h * g)
+
+    return jax.value_and_grad(loss), (ws, z)
+
+
+def model_compile(layers, convs: dict[str, Callable], repeats: int) -> dict:
+    """Compile and first call of `model_step(layers, convs[name])` for each name:
+    `jit(step).lower().compile()` and the first call from a cold cache, `repeats` times in each
+    round's shuffled order. Per name, the run with the median total: `{"compile": s, "first_call": s}`."""
+    samples = {name: [] for name in convs}
+    for name, conv in [item for r in range(repeats) for item in in_turn(convs.items(), r)]:
+        step, args = model_step(layers, conv)
+        jax.clear_caches()
+        start = time.perf_counter()
+        compiled = jax.jit(step).lower(*args).compile()
+        mid = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        samples[name].append((mid - start, time.perf_counter() - mid))
+    result = {}
+    for name, runs in samples.items():
+        compile_s, first_call = sorted(runs, key=sum)[len(runs) // 2]
+        result[name] = {"compile": compile_s, "first_call": first_call}
+    return result
+
+
 def layer_spec(layer: Layer) -> Spec:
     """The canonical `Spec` of a layer."""
     y, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (layer.y_shape, layer.w_shape))

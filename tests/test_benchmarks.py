@@ -164,6 +164,17 @@ def test_ab_quick_compares_compile_times_and_memory(option, header):
     assert header in out
 
 
+@pytest.mark.parametrize("option", ["--timing", "--compile"])
+def test_ab_quick_generator_adds_the_model_as_a_row(option):
+    argv = ["benchmarks/ab.py", "HEAD", "--quick", "--generator", *([option] if option == "--compile" else [])]
+    out = _run([sys.executable, *argv]).stdout
+    (row,) = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| the generator")]
+    old, new, ratio = (float(cell.strip().rstrip("x")) for cell in row[-3:])
+    assert old > 0 and new > 0 and abs(new / old - ratio) <= 0.011 * ratio + 0.005, out
+    assert ("compile + first call" in row[0]) == (option == "--compile"), out
+    assert option == "--compile" or row[5].strip() in ("same", "same ops", "differ"), out
+
+
 def test_ab_quick_traces_with_a_revision_and_compares_its_programs():
     out = _run([sys.executable, "benchmarks/ab.py", "HEAD", "--quick", "--trace", "--repeat", "2"]).stdout
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| tiny")]

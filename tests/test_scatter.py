@@ -209,17 +209,28 @@ def test_loops_over_taps_only(cfg):
     assert small[1][1] <= taps + 1
 
 
+MANY_TAPS = {
+    "3-D k3 s2": Config(2, 3, 2, 1, (4, 5, 3), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1)),
+    "2-D k4 s2": Config(2, 16, 8, 1, (4, 4), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),  # a DCGAN generator's
+}
+
+
 @pytest.mark.parametrize("method", ["scatter", "auto"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_many_taps_add_by_axis_under_a_gradient(method, channels_last):
-    """On a kernel of many taps (`adds_by_axis`: 3-D k3) the forward alone adds them one pad per tap
-    in one pass; differentiated, its value adds them axis by axis (`sum(kernel)` pads, several
-    small kernels for LLVM, where the sum by tap, materialized before a bias and a ReLU, took it
-    over a second). The forward, and the value and gradients of `jax.vjp`, are torch's."""
-    cfg = Config(2, 3, 2, 1, (4, 5, 3), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (1, 1, 1))
-    assert adds_by_axis(cfg.kernel) and not adds_by_axis((3, 3)) and adds_by_axis((16, 16))
+@pytest.mark.parametrize("name", MANY_TAPS)
+def test_many_taps_add_by_axis_under_a_gradient(name, method, channels_last):
+    """On a kernel of many taps (`adds_by_axis`: 3-D k3; 2-D k4 s2) the forward alone adds them one
+    pad per tap in one pass; differentiated, its value adds them axis by axis (several small kernels
+    for LLVM, where the sum by tap, materialized before a bias and a ReLU, took it over a second on
+    the one and most of `auto`'s extra compile time of a DCGAN generator on the other). The forward,
+    and the value and gradients of `jax.vjp`, are torch's."""
+    cfg = MANY_TAPS[name]
+    assert adds_by_axis(cfg.kernel, cfg.stride) and adds_by_axis((16, 16), (8, 8))
+    assert not adds_by_axis((3, 3), (2, 2)) and not adds_by_axis((5, 5), (1, 1)) and not adds_by_axis((4, 4), (2, 1))
+    assert auto_method(cfg.spec(), cfg.y_shape, cfg.w_shape, platform="cpu") == "scatter"  # auto's forward
     y, w = (jnp.asarray(a) for a in cfg.arrays())
-    options = dict(dimension_numbers=("NDHWC", "IODHW", "NDHWC")) if channels_last else {}
+    spatial = "DHW"[-cfg.ndim :]
+    options = dict(dimension_numbers=(f"N{spatial}C", f"IO{spatial}", f"N{spatial}C")) if channels_last else {}
     y = jnp.moveaxis(y, 1, -1) if channels_last else y
     f = lambda y, w: tc.conv_transpose(y, w, **cfg.kwargs, method=method, **options)  # noqa: E731
 

@@ -40,7 +40,7 @@ slice per tap, concatenated, then two GEMMs. Where it measured faster or compile
 (`transposes_by_axis`: wherever taps overlap) the slices are taken axis by axis instead,
 `sum(kernel)` of them rather than `prod(kernel)`, each a compiled op of its own
 (`col2im_by_axis`, the tangent of `_col2im`). On kernels of many taps (`adds_by_axis`: 3-D k3,
-FCN-8s's k16) the value of a differentiated layer is added axis by axis too, which LLVM compiles
+FCN-8s's k16, DCGAN's k4 s2) the value of a differentiated layer is added axis by axis too, which LLVM compiles
 much faster where XLA materializes it before a bias and an activation; inference keeps the one pass.
 """
 
@@ -87,7 +87,7 @@ def conv_transpose_scatter_form(y: jax.Array, w: jax.Array, spec: Spec, differen
     out_spatial = transpose_spatial(y.shape[2:], w.shape[2:], spec)
     if one_element(y.shape[2:], spec):
         return _tile(y, w, spec)
-    by_axis = differentiated and adds_by_axis(w.shape[2:])
+    by_axis = differentiated and adds_by_axis(w.shape[2:], spec.stride)
     if spec.channels_last and spec.ndim <= 2:  # 3-D: the channels-last backward was slower (BENCHMARKS.md)
         out = (col2im_by_axis if by_axis else _col2im)(_columns_channels_last(y, w, spec), spec, out_spatial, True)
         return jnp.moveaxis(out, -1, 1)
@@ -159,7 +159,7 @@ def transposes_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...]) -> bool
     and by axis was no faster: one slice per tap stays."""
     uneven = any(s > 1 and k % s for k, s in zip(kernel, stride, strict=True))
     overlap = any(k > s for k, s in zip(kernel, stride, strict=True))
-    return uneven or overlap or adds_by_axis(kernel)
+    return uneven or overlap or adds_by_axis(kernel, stride)
 
 
 _SMALL_COLUMNS = 2**21  # elements: 8 MiB in float32
@@ -309,22 +309,32 @@ def _col2im(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], channels_
 def _col2im_jvp(spec, out_spatial, channels_last, primals, tangents):
     (cols,) = primals
     first_tap = _axes(spec.ndim, channels_last)[0]
-    by_axis = adds_by_axis(cols.shape[first_tap : first_tap + spec.ndim])
+    by_axis = adds_by_axis(cols.shape[first_tap : first_tap + spec.ndim], spec.stride)
     out = (col2im_by_axis if by_axis else _col2im)(cols, spec, out_spatial, channels_last)
     return out, col2im_by_axis(*tangents, spec, out_spatial, channels_last)
 
 
-def adds_by_axis(kernel: tuple[int, ...]) -> bool:
+def adds_by_axis(kernel: tuple[int, ...], stride: tuple[int, ...]) -> bool:
     """Whether col2im, differentiated, adds the taps axis by axis in its value too, not only in its
     tangent (`_col2im`'s rule; `method="auto"` asks with `differentiated`): where the kernel has at
     least three times as many taps as taps per axis, summed (3-D k3: 27 against 9; FCN-8s's 2-D
-    k16: 256 against 32). Under a gradient XLA may materialize the sum by tap before what follows
-    the layer (a bias and a ReLU, whose gradient reads their input again), and that one kernel of
-    hundreds of ops (838 on the 3-D U-Net layer of BENCHMARKS.md) took LLVM over a second to
-    compile; axis by axis it is three kernels of at most 80 ops. Undifferentiated (inference) the
-    one fused pass by tap stays: axis by axis, the forward alone took twice as long
-    (`benchmarks/profile_layer.py --codegen --bias-relu`, `benchmarks/ab.py`; BENCHMARKS.md)."""
-    return math.prod(kernel) >= 3 * sum(kernel)
+    k16: 256 against 32), or twice as many with every axis strided (DCGAN's 2-D k4 s2: 16 against
+    8). Under a gradient XLA may materialize the sum by tap before what follows the layer (a bias
+    and a ReLU, whose gradient reads their input again), and that one kernel of hundreds of ops
+    (838 on the 3-D U-Net layer of BENCHMARKS.md, 449 on each k4 s2 layer of a DCGAN generator)
+    took LLVM over a second to compile on the one, and most of `auto`'s extra compile time on the
+    other; axis by axis it is a few kernels of at most 80 ops. The generator's training step ran
+    as fast; a stride-1 k5 layer's fwd+bwd took 1.1x as long, so stride 1 keeps the sum by tap
+    below three times. Undifferentiated (inference) the one fused pass by tap stays: axis by axis,
+    the forward alone took twice as long (`benchmarks/profile_layer.py --codegen --bias-relu`,
+    `benchmarks/ab.py --generator [--compile]`; BENCHMARKS.md).
+
+    Example:
+        >>> adds_by_axis((4, 4), (2, 2)), adds_by_axis((5, 5), (1, 1)), adds_by_axis((3, 3, 3), (1, 1, 1))
+        (True, False, True)
+    """
+    taps, per_axis = math.prod(kernel), sum(kernel)
+    return taps >= 3 * per_axis or (taps >= 2 * per_axis and min(stride) > 1)
 
 
 def col2im_by_axis(cols: jax.Array, spec: Spec, out_spatial: tuple[int, ...], channels_last: bool = False) -> jax.Array:
