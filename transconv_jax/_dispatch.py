@@ -295,10 +295,10 @@ def _gpu_method(spec: Spec, y_shape, w_shape, derivatives, dtype) -> Literal["vj
        GPU). On the dilated layer that is 'vjp', whose gradients ran several times slower than
        scatter's in float32: taking scatter's there would make the gradients differ by platform,
        which costs XLA:CPU compile time (tracing both: the dilated layer's fwd+bwd compile passed
-       1.5x jax.lax's; BENCHMARKS.md), so the GPU keeps the CPU's until a cheaper way is found. Likewise the float32 kernel gradient
-       of 2-D k4 s2 layers up to 2**22 columns (`scatter_kernel_gradient`: scatter's; with the
-       platforms' gradients differing, DCGAN 16x16's fwd+bwd compiled much longer: BENCHMARKS.md,
-       "k4 s2 kernel gradients");
+       1.5x jax.lax's; BENCHMARKS.md), so the GPU keeps the CPU's until a cheaper way is found.
+       Likewise the float32 kernel gradient of 2-D k4 s2 layers up to 2**22 columns
+       (`scatter_kernel_gradient`: scatter's; with the platforms' gradients differing, DCGAN
+       16x16's fwd+bwd compiled much longer: BENCHMARKS.md, "k4 s2 kernel gradients");
     3. no kernel overlap (U-Net k2 s2, V-Net) or phases that do not fuse (k3 s2 U-Nets, 2-D
        and 3-D): 'scatter', whose two gradients share the cotangent's columns;
     4. the phases fuse, stride 2 (DCGAN k4 s2), both channel counts at least 64 (as measured):

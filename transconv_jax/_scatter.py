@@ -40,8 +40,9 @@ slice per tap, concatenated, then two GEMMs. Where it measured faster or compile
 (`transposes_by_axis`: wherever taps overlap) the slices are taken axis by axis instead,
 `sum(kernel)` of them rather than `prod(kernel)`, each a compiled op of its own
 (`col2im_by_axis`, the tangent of `_col2im`). On kernels of many taps (`adds_by_axis`: 3-D k3,
-FCN-8s's k16, DCGAN's k4 s2) the value of a differentiated layer is added axis by axis too, which LLVM compiles
-much faster where XLA materializes it before a bias and an activation; inference keeps the one pass.
+FCN-8s's k16, DCGAN's k4 s2) the value of a differentiated layer is added axis by axis too, which
+LLVM compiles much faster where XLA materializes it before a bias and an activation; inference
+keeps the one pass.
 """
 
 from __future__ import annotations

@@ -355,12 +355,14 @@ _SCAN_BYTES = 32 * 2**20  # windows of more bytes than this run one tap at a tim
 def _im2col_fits(x: jax.Array, w: jax.Array, pads=None) -> bool:
     """Whether the `taps` shifted windows of `x (N, *n, C)`, padded by `pads` if given (im2col),
     take at most `_SCAN_BYTES`."""
-    size = (
-        x.size
-        if pads is None
-        else x.shape[0] * x.shape[-1] * math.prod(m + sum(p) for m, p in zip(x.shape[1:-1], pads))
-    )
-    return math.prod(w.shape[:-2]) * size * x.dtype.itemsize <= _SCAN_BYTES
+    return _windows_fit(x.shape, math.prod(w.shape[:-2]), x.dtype.itemsize, pads)
+
+
+def _windows_fit(x_shape, taps: int, itemsize: int, pads=None) -> bool:
+    """`_im2col_fits` from shapes: `taps` windows of `(N, *n, C)`, each axis of `n` padded by `pads`."""
+    pads = pads or ((0, 0),) * (len(x_shape) - 2)
+    size = x_shape[0] * x_shape[-1] * math.prod(m + sum(p) for m, p in zip(x_shape[1:-1], pads, strict=True))
+    return taps * size * itemsize <= _SCAN_BYTES
 
 
 def stride_1_windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
@@ -374,8 +376,8 @@ def stride_1_windows_fit(y_shape, w_shape, spec: Spec, itemsize: int) -> bool:
     """
     n, c_in, *spatial = y_shape
     phases = [a.phases[0] for a in plan(spatial, w_shape[2:], spec)]
-    padded = math.prod(m + sum(p.pad) for m, p in zip(spatial, phases, strict=True))
-    return math.prod(len(p.taps) for p in phases) * n * padded * c_in * itemsize <= _SCAN_BYTES
+    taps = math.prod(len(p.taps) for p in phases)
+    return _windows_fit((n, *spatial, c_in), taps, itemsize, [p.pad for p in phases])
 
 
 def _tap_matmuls(x: jax.Array, w: jax.Array, conv: _Conv, acc) -> jax.Array:
