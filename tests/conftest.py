@@ -1,7 +1,22 @@
-"""Strict JAX settings for the whole suite, as in JAX's own tests."""
+"""Strict JAX settings for the whole suite, as in JAX's own tests, and XLA:CPU's code generated at -O0.
 
-import jax
-import torch
+The suite's arrays are tiny, so its time is mostly XLA's compile, and much of that LLVM's
+optimization of the code XLA generates. `--xla_backend_optimization_level=0` skips it: XLA runs
+the same HLO passes (the XLA:CPU abort of `tests/test_xla_hazard.py` is in one of them, and the
+canary in `tests/test_accelerators.py` still sees it) and compiles the same ops, into slower code.
+Set here, before JAX starts, it holds in this process and in the child processes and notebook
+kernels the suite starts (they inherit the environment; `tests/test_sharding.py` adds its own flag
+to it). `make bench`, the other scripts and users are not affected.
+"""
+
+import os
+
+OPTIMIZATION = "--xla_backend_optimization_level=0"
+if OPTIMIZATION not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {OPTIMIZATION}".strip()
+
+import jax  # noqa: E402
+import torch  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -26,6 +26,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from transconv_jax._dispatch import FORMS
+
 SHARDING_CHILD = r"""
 import re, sys
 sys.path.insert(0, "benchmarks")
@@ -209,7 +213,8 @@ print("explicit ok")
 
 def run_child(*args: str) -> str:
     """Run `SHARDING_CHILD` over 8 simulated CPU devices; `args[0]` may restrict the methods ('vjp,scatter')."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"  # conftest's too
+    env = {**os.environ, "XLA_FLAGS": flags.strip()}
     proc = subprocess.run(
         [sys.executable, "-c", SHARDING_CHILD, *args], capture_output=True, text=True, timeout=300, env=env
     )
@@ -217,6 +222,8 @@ def run_child(*args: str) -> str:
     return proc.stdout
 
 
-def test_every_form_keeps_batch_spatial_and_channel_sharding():
-    out = run_child()
+@pytest.mark.parametrize("method", [*FORMS, "auto"])
+def test_every_form_keeps_batch_spatial_and_channel_sharding(method):
+    """One child per method: the suite's longest test, split so that its parts run on both cores."""
+    out = run_child(method)
     assert "functions ok" in out and "memory ok" in out and "modules ok" in out and "explicit ok" in out
