@@ -21,3 +21,11 @@ import torch  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest tests first: each runs a family of layers in a child process, and the notebooks
+    take as long. A parallel run (`make test`'s `-n 2`) then ends on short tests on both cores
+    instead of one long test on one of them."""
+    first = ("tests/test_xla_hazard.py", "tests/test_sharding.py", "notebooks/")
+    items.sort(key=lambda item: not item.nodeid.startswith(first))
