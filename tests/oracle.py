@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,14 @@ HYPOTHESIS = settings(
 
 TORCH_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def default_codegen_flags() -> str:
+    """`XLA_FLAGS` for a child process whose XLA:CPU emits its loop fusions as it does by default
+    (`tests/conftest.py` turns the fusion emitters off for the suite; the last flag given wins).
+    The crash guards use it, since they look for an abort where a user would meet it, and so do
+    the scripts that count the fusion emitters' kernels."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=true".strip()
 
 
 @dataclasses.dataclass(frozen=True)

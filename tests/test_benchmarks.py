@@ -7,6 +7,7 @@ import sys
 import types
 
 import pytest
+from oracle import default_codegen_flags
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -103,7 +104,10 @@ def test_profile_layer_splits_compile_time():
 
 @pytest.mark.parametrize("extra", [[], ["--bias-relu"]])
 def test_profile_layer_splits_xla_compile_by_phase(extra):
-    out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--codegen", *extra]).stdout
+    out = _run(
+        [sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--codegen", *extra],
+        XLA_FLAGS=default_codegen_flags(),
+    ).stdout
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| auto", "| jax.lax"))]
     assert len(rows) == 2 and ("with a bias and a ReLU" in out) == bool(extra), out
     for _, compile_s, codegen, thunks, kernels, ops, largest in rows:
@@ -112,7 +116,9 @@ def test_profile_layer_splits_xla_compile_by_phase(extra):
 
 
 def test_profile_layer_splits_the_im2col_compile_by_rank():
-    out = _run([sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--im2col"]).stdout
+    out = _run(
+        [sys.executable, "benchmarks/profile_layer.py", "tiny 2-D", "--im2col"], XLA_FLAGS=default_codegen_flags()
+    ).stdout
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| four axes", "| the columns"))]
     assert len(rows) == 2, out
     for _, compile_s, codegen, kernels, ops, largest in rows:

@@ -1,5 +1,6 @@
 """Dtypes, special values, degenerate shapes, retracing and a fuzz test, for every method (sharding: test_sharding.py)."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -8,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from oracle import Config, assert_close, check_against_torch, torch_conv_transpose
+from oracle import Config, assert_close, check_against_torch, default_codegen_flags, torch_conv_transpose
 
 import transconv_jax as tc
 from transconv_jax._dispatch import FORMS, _apply
@@ -17,12 +18,8 @@ METHODS = [*FORMS, "auto"]
 CFG = Config(2, 4, 3, 2, (4, 5), (3, 2), (2, 3), (1, 0), (1, 2), (1, 1))
 
 
-def _run_child(code: str, *args: str, env_flags: str = "") -> str:
-    env = None
-    if env_flags:
-        import os
-
-        env = {**os.environ, "XLA_FLAGS": env_flags}
+def _run_child(code: str, *args: str, xla_flags: str | None = None) -> str:
+    env = None if xla_flags is None else {**os.environ, "XLA_FLAGS": xla_flags}
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True, timeout=300, env=env
     )
@@ -210,7 +207,7 @@ print(counts)
 
 
 def test_fuzz_equals_torch_or_refuses_where_torch_refuses():
-    out = _run_child(FUZZ_CHILD, "400", ",".join(METHODS))
+    out = _run_child(FUZZ_CHILD, "400", ",".join(METHODS), xla_flags=default_codegen_flags())  # a crash guard too
     counts = eval(out.strip().splitlines()[-1])
     print(counts)
     assert counts["equal"] > 50 and counts["both_refused"] > 50
