@@ -1,6 +1,6 @@
 """`auto`'s fwd+bwd under XLA:CPU's defaults against one process-wide setting, in child processes.
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/scheduler.py [--heap | --eigen] [--only NAME] [--rounds 15] [--pairs 3] [--quick]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/scheduler.py [--heap | --eigen | --older-emitter] [--only NAME] [--rounds 15] [--pairs 3] [--quick]
      [--stride-1 | --k4s2 | --generator]
 
 Default: ops run one after another. XLA:CPU runs the independent ops of a program at the same time
@@ -19,6 +19,10 @@ call. PyTorch keeps its own cache of blocks. Each child then times PyTorch's fwd
 hands every 2-D float32 convolution with more than 16 channels, no input dilation and an output
 no larger than its input to YNNPACK (`ynn_fusion`; dots too, which this keeps). Each child then
 times PyTorch's fwd+bwd too, and counts the convolutions YNNPACK runs in `auto`'s compiled program.
+
+`--older-emitter`: XLA:CPU's older emitter for its loop fusions (`--xla_cpu_use_fusion_emitters=false`;
+`tests/conftest.py` sets it for the suite, whose compile it shortens). Each child then times
+PyTorch's fwd+bwd too.
 
 For every layer this starts child processes in turn, `--pairs` of each kind alternating, each
 compiling `auto`'s fwd+bwd (value and both gradients, a real upstream gradient passed as an
@@ -41,6 +45,7 @@ import suite  # noqa: E402
 SEQUENTIAL = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=false"}
 HEAP = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
 EIGEN = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"}
+OLDER_EMITTER = {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false"}
 ALL_LAYERS = (*suite.LAYERS, *suite.TINY, *suite.STRIDE_1, *suite.K4S2, *suite.GENERATOR)
 
 
@@ -82,18 +87,25 @@ def main(argv=None) -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--heap", action="store_true")
     parser.add_argument("--eigen", action="store_true")
+    parser.add_argument("--older-emitter", action="store_true")
     known, argv = parser.parse_known_args(argv)
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 15, argv)
     pairs = 1 if rounds == 2 else known.pairs  # --quick: one child of each kind
     setting, name = (
-        (HEAP, "heap") if known.heap else (EIGEN, "Eigen") if known.eigen else (SEQUENTIAL, "one after another")
+        (HEAP, "heap")
+        if known.heap
+        else (EIGEN, "Eigen")
+        if known.eigen
+        else (OLDER_EMITTER, "older emitter")
+        if known.older_emitter
+        else (SEQUENTIAL, "one after another")
     )
-    with_torch = known.heap or known.eigen
+    with_torch = known.heap or known.eigen or known.older_emitter
     load = suite.Load()
     print(f"{os.cpu_count()} cores; per layer {pairs} child processes of each kind, alternating, each the median of "
           f"{rounds} calls; median over the children, ms")  # fmt: skip
     print()
-    counted = "page faults per call | with the heap" if known.heap else "YNNPACK convolutions | with Eigen's"
+    counted = "page faults per call | with the heap" if known.heap else f"YNNPACK convolutions | {name}"
     torch_cells = f" | {counted} | torch | torch, {name} | auto / torch | auto, {name} / torch, {name}"
     print(f"| layer | default | {name} | {name} / default{torch_cells if with_torch else ''} |")
     print("|---|---|---|---|" + "---|" * (6 if with_torch else 0))
