@@ -2,11 +2,12 @@
 
 The suite's arrays are tiny, so its time is mostly XLA's compile. Two flags cut it; XLA runs the
 same HLO passes under both (the XLA:CPU abort of `tests/test_xla_hazard.py` is in one of them, and
-the canary in `tests/test_accelerators.py` still sees it) and compiles the same ops into slower code:
+the canary in `tests/test_accelerators.py` still sees it) and compiles the same ops into slower code
+(DCGAN 16x16's optimized fwd+bwd differed in one copy, not wrapped in a fusion of its own):
 - `--xla_backend_optimization_level=0` skips LLVM's optimization of the code XLA generates;
 - `--xla_cpu_use_fusion_emitters=false` emits the loop fusions (pads, slices, copies) with XLA's
-  older emitter, whose compile is several times faster on such small programs (the suite took
-  about 28% less time in all).
+  older emitter, whose compile is much faster on such small programs (BENCHMARKS.md, "XLA:CPU's
+  older fusion emitter", has the suite's times with and without it).
 Set here, before JAX starts, they hold in this process and in the child processes and notebook
 kernels the suite starts (they inherit the environment; `tests/test_sharding.py` adds its own flag
 to them). The children that must compile as XLA:CPU does by default, the crash guards and the
