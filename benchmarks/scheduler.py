@@ -91,16 +91,10 @@ def main(argv=None) -> None:
     known, argv = parser.parse_known_args(argv)
     layers, rounds = suite.layers_from_arguments(__doc__.splitlines()[0], 15, argv)
     pairs = 1 if rounds == 2 else known.pairs  # --quick: one child of each kind
-    setting, name = (
-        (HEAP, "heap")
-        if known.heap
-        else (EIGEN, "Eigen")
-        if known.eigen
-        else (OLDER_EMITTER, "older emitter")
-        if known.older_emitter
-        else (SEQUENTIAL, "one after another")
-    )
-    with_torch = known.heap or known.eigen or known.older_emitter
+    options = {"heap": (HEAP, "heap"), "eigen": (EIGEN, "Eigen"), "older_emitter": (OLDER_EMITTER, "older emitter")}
+    chosen = [value for option, value in options.items() if getattr(known, option)]
+    setting, name = chosen[0] if chosen else (SEQUENTIAL, "one after another")
+    with_torch = bool(chosen)  # every setting but the sequential scheduler times PyTorch too
     load = suite.Load()
     print(f"{os.cpu_count()} cores; per layer {pairs} child processes of each kind, alternating, each the median of "
           f"{rounds} calls; median over the children, ms")  # fmt: skip

@@ -25,13 +25,19 @@ TORCH_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpos
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
+def xla_flags(*extra: str) -> str:
+    """This process's `XLA_FLAGS` (`tests/conftest.py`'s among them) followed by `extra`, for a
+    child process; where a flag is given twice, XLA takes the last."""
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *extra]).strip()
+
+
 def default_codegen_flags() -> str:
     """`XLA_FLAGS` for a child process whose XLA:CPU emits its loop fusions as it does by default
-    (`tests/conftest.py` turns the fusion emitters off for the suite on jaxlib 0.10; the last flag
-    given wins). The crash guards use it, since they look for an abort where a user would meet
-    it, and so do the scripts that count the fusion emitters' kernels."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    return f"{flags} --xla_cpu_use_fusion_emitters=true" if "--xla_cpu_use_fusion_emitters" in flags else flags
+    (`tests/conftest.py` turns the fusion emitters off for the suite on jaxlib 0.10). The crash
+    guards use it, since they look for an abort where a user would meet it, and so do the scripts
+    that count the fusion emitters' kernels."""
+    off = "--xla_cpu_use_fusion_emitters" in os.environ.get("XLA_FLAGS", "")
+    return xla_flags(*(["--xla_cpu_use_fusion_emitters=true"] if off else []))
 
 
 @dataclasses.dataclass(frozen=True)

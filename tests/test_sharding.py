@@ -27,6 +27,7 @@ import subprocess
 import sys
 
 import pytest
+from oracle import xla_flags
 
 from transconv_jax._dispatch import FORMS
 
@@ -213,8 +214,7 @@ print("explicit ok")
 
 def run_child(*args: str) -> str:
     """Run `SHARDING_CHILD` over 8 simulated CPU devices; `args[0]` may restrict the methods ('vjp,scatter')."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"  # conftest's too
-    env = {**os.environ, "XLA_FLAGS": flags.strip()}
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=8")}
     proc = subprocess.run(
         [sys.executable, "-c", SHARDING_CHILD, *args], capture_output=True, text=True, timeout=300, env=env
     )
